@@ -1,0 +1,3 @@
+from etchat.cli import main
+
+raise SystemExit(main())
