@@ -49,4 +49,3 @@ def main(argv: list[str] | None = None) -> int:
     except UserFacingError as err:
         logging.getLogger("etchat").error("%s", err)
         return 2
-

@@ -1,0 +1,142 @@
+"""ffmpeg and ffprobe through ffmpeg-python: probing, encoding raw frames, and the compression command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import ffmpeg
+import numpy as np
+
+from etchat.io import atomic_path
+
+
+class ProbeError(RuntimeError):
+    """ffprobe could not read the file, or it has no video stream."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    width: int
+    height: int
+    fps: float  # average frame rate of the video stream
+    duration: float  # seconds: the video stream's duration, else the container's
+    frames: int | None  # frame count from the container, when it records one
+    has_audio: bool
+    codec: str
+
+
+def _rate(text: str | None) -> float:
+    if not text or text in ("0/0", "0"):
+        return 0.0
+    return float(Fraction(text))
+
+
+def probe(path: str | os.PathLike, timeout: float = 60) -> VideoInfo:
+    """Read a file's video stream properties with ffprobe; raise ProbeError with the reason."""
+    path = Path(path)
+    if not path.is_file():
+        raise ProbeError("file not found")
+    if path.stat().st_size == 0:
+        raise ProbeError("empty file (0 bytes)")
+    try:
+        info = ffmpeg.probe(str(path), timeout=timeout)
+    except ffmpeg.Error as err:
+        lines = (err.stderr or b"").decode(errors="replace").strip().splitlines()
+        raise ProbeError(f"ffprobe cannot read it: {lines[-1] if lines else 'unknown error'}") from None
+    except subprocess.TimeoutExpired:
+        raise ProbeError(f"ffprobe timed out after {timeout} s") from None
+    streams = info.get("streams", [])
+    video = next((s for s in streams if s.get("codec_type") == "video" and not _is_cover_art(s)), None)
+    if video is None:
+        raise ProbeError("no video stream")
+    fmt = info.get("format", {})
+    # The video stream's own duration: an audio track may run longer than the pictures.
+    duration = float(video.get("duration") or fmt.get("duration") or 0.0)
+    frames = video.get("nb_frames")
+    return VideoInfo(
+        width=int(video["width"]),
+        height=int(video["height"]),
+        fps=_rate(video.get("avg_frame_rate")) or _rate(video.get("r_frame_rate")),
+        duration=duration,
+        frames=int(frames) if frames not in (None, "N/A") else None,
+        has_audio=any(s.get("codec_type") == "audio" for s in streams),
+        codec=str(video.get("codec_name", "")),
+    )
+
+
+def _is_cover_art(stream: dict) -> bool:
+    return bool(stream.get("disposition", {}).get("attached_pic"))
+
+
+def encode_frames(
+    path: str | os.PathLike,
+    frames: Iterable[np.ndarray],
+    width: int,
+    height: int,
+    fps: int,
+    n_frames: int,
+    frame_rate_in: int,
+    audio: bool = False,
+    crf: int = 23,
+) -> None:
+    """Encode RGB frames drawn at `frame_rate_in` to an H.264 MP4 of `n_frames` frames at `fps`.
+
+    Each output frame shows the last drawn frame at or before its time (fps filter, round=down), so
+    what is visible at time t is exactly what was drawn for t. Written atomically, optionally with a
+    sine-tone audio track. Odd frame sizes are encoded as yuv444p: 4:2:0 chroma needs even sides.
+    """
+    pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+    with atomic_path(path) as tmp:
+        drawn = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", r=frame_rate_in)
+        streams = [drawn.video.filter("fps", fps=fps, round="down")]
+        kwargs = {"vcodec": "libx264", "pix_fmt": pix_fmt, "preset": "ultrafast", "crf": crf, "frames:v": n_frames}
+        if audio:
+            streams.append(ffmpeg.input("sine=frequency=440:sample_rate=22050", format="lavfi", t=n_frames / fps))
+            kwargs.update(acodec="aac", audio_bitrate="32k")
+        out = ffmpeg.output(*streams, str(tmp), **kwargs).global_args("-hide_banner", "-loglevel", "error", "-nostdin")
+        proc = out.overwrite_output().run_async(pipe_stdin=True, pipe_stderr=True)
+        try:
+            for frame in frames:
+                proc.stdin.write(frame.tobytes())
+        except BrokenPipeError:
+            pass
+        finally:
+            proc.stdin.close()
+        stderr = proc.stderr.read().decode(errors="replace")
+        if proc.wait() != 0:
+            raise RuntimeError(f"ffmpeg failed to encode {path}: {stderr.strip()}")
+
+
+def compress_stream(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    fps: float,
+    size: int,
+    crf: int,
+    preset: str,
+    threads: int,
+    container: str = "mp4",
+):
+    """The compression command: `fps` frames/s, shortest side `size` with aspect kept and even sides, no audio.
+
+    The same filter as E.T. Bench's compress_videos.py; -2 rounds the other side to an even number.
+    `container` is mp4 or matroska (for .mkv/.webm names, which hold H.264 in a Matroska file).
+    """
+    video = (
+        ffmpeg.input(str(src))
+        .video.filter("fps", fps=fps)
+        .filter("scale", f"if(gt(iw,ih),-2,{size})", f"if(gt(iw,ih),{size},-2)")
+    )
+    options = {"vcodec": "libx264", "pix_fmt": "yuv420p", "crf": crf, "preset": preset, "threads": threads}
+    if container == "mp4":
+        options["movflags"] = "+faststart"
+    return (
+        ffmpeg.output(video, str(dst), an=None, sn=None, f=container, **options)
+        .global_args("-hide_banner", "-loglevel", "error", "-nostdin")
+        .overwrite_output()
+    )

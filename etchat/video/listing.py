@@ -1,0 +1,119 @@
+"""Listing the videos of a set and splitting the list into shards.
+
+`etchat list-videos` writes one list per shard; each compression shard job then works through its
+list. Shards are balanced by bytes (largest files first, each to the lightest shard), deterministic
+for a given listing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from etchat.errors import DataError
+from etchat.io import write_text_atomic
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = frozenset(
+    {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".flv", ".mpg", ".mpeg", ".ts", ".wmv", ".3gp"}
+)
+
+
+@dataclass(frozen=True)
+class VideoEntry:
+    path: str  # relative to the set's root, with forward slashes
+    size: int
+
+
+def list_videos(root: str | os.PathLike, exclude: str | os.PathLike | None = None) -> list[VideoEntry]:
+    """Every video file under `root` by extension, sorted by path.
+
+    Hidden files and folders (our own temporary files among them) are skipped, and so is `exclude`
+    (a set whose compressed tree lies inside its input tree). Symbolic links are followed only when
+    they stay inside `root`.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"video folder {root} does not exist; put the set's videos there or fix video_sets in config")
+    real_root = root.resolve()
+    skip = Path(exclude).resolve() if exclude else None
+    entries: list[VideoEntry] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and (here / d).resolve() != skip)
+        for name in filenames:
+            if name.startswith(".") or Path(name).suffix.lower() not in VIDEO_EXTENSIONS:
+                continue
+            path = here / name
+            real = path.resolve()
+            if real_root not in real.parents:
+                log.warning("skipping %s: it links outside %s", path, root)
+                continue
+            try:
+                size = real.stat().st_size
+            except OSError:  # a dangling link
+                size = 0
+            entries.append(VideoEntry(path.relative_to(root).as_posix(), size))
+    entries.sort(key=lambda e: e.path)
+    return entries
+
+
+def listing_fingerprint(root: str | os.PathLike) -> str:
+    """A digest of the names of the videos under `root` ("absent" when it does not exist).
+
+    Names only, no stat calls, so it stays cheap on network file systems with 10^5 files.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return "absent"
+    digest = hashlib.sha1()
+    names = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        rel = os.path.relpath(dirpath, root)
+        names += [
+            os.path.join(rel, f)
+            for f in filenames
+            if not f.startswith(".") and Path(f).suffix.lower() in VIDEO_EXTENSIONS
+        ]
+    for name in sorted(names):
+        digest.update(name.encode() + b"\0")
+    return f"{len(names)}:{digest.hexdigest()[:16]}"
+
+
+def split_shards(entries: list[VideoEntry], n_shards: int) -> list[list[VideoEntry]]:
+    """Balance entries over `n_shards` by bytes; each shard's list sorted by path."""
+    shards: list[list[VideoEntry]] = [[] for _ in range(n_shards)]
+    load = [0] * n_shards
+    for entry in sorted(entries, key=lambda e: (-e.size, e.path)):
+        i = min(range(n_shards), key=lambda k: (load[k], k))
+        shards[i].append(entry)
+        load[i] += entry.size
+    return [sorted(s, key=lambda e: e.path) for s in shards]
+
+
+def read_list(path: str | os.PathLike) -> list[str]:
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f if line.strip()]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", required=True, help="the set's video folder")
+    parser.add_argument("--exclude", help="a folder inside --root to leave out (e.g. the compressed tree)")
+    parser.add_argument("--out", nargs="+", required=True, help="one list file per shard")
+
+
+def run(args: argparse.Namespace) -> int:
+    entries = list_videos(args.root, args.exclude)
+    shards = split_shards(entries, len(args.out))
+    for path, shard in zip(args.out, shards, strict=True):
+        write_text_atomic(path, "".join(e.path + "\n" for e in shard))
+    log.info(
+        "%s: %d videos (%.1f MB) in %d shards", args.root, len(entries), sum(e.size for e in entries) / 1e6, len(shards)
+    )
+    return 0
