@@ -183,6 +183,9 @@ class ETChatVisualMixin:
         """
         if queries is None or len(queries) != len(frames):
             raise ValueError("queries must give one list of question strings per sample with frames")
+        if self.config.use_time_tag:
+            # Unused in every released stage (spec §1.8); it would need the frame times in every call.
+            raise ConfigError("config key 'use_time_tag' = True is not supported; allowed values: [False]")
         pixel = [f for f in frames if f is not None and f.dim() == 4]
         patches: Iterator[torch.Tensor] = iter(())
         if pixel:

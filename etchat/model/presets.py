@@ -138,8 +138,8 @@ def tiny_config(
         if match_token_id is None:
             raise ValueError("a stage-3 config needs match_token_id (the <vid> id of the tokenizer)")
         fields["match_token_id"] = match_token_id
-    specials = {"bos_token_id": bos_token_id, "eos_token_id": eos_token_id, "pad_token_id": pad_token_id}
-    fields.update({k: v for k, v in specials.items() if v is not None})
+    # Explicit None rather than the backbone's defaults (Phi-3's 32000 does not exist in a tiny vocabulary).
+    fields.update(bos_token_id=bos_token_id, eos_token_id=eos_token_id, pad_token_id=pad_token_id)
     fields.update(
         language_model=language_model,
         vocab_size=vocab_size,

@@ -14,6 +14,7 @@ tokenizer files. They load with `ETChatPhi3ForCausalLM.from_pretrained` or `Auto
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import re
@@ -286,14 +287,15 @@ def save_checkpoint(
     state = model.state_dict()
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-    previous = (model.config.load_base_models, model.config.dtype)
-    model.config.load_base_models = False
+    model.save_pretrained(out, state_dict=state, max_shard_size=max_shard_size)
+    # Rewrite config.json: the weights are in the directory now (load_base_models False, as the original writes),
+    # and their dtype is the saved one (save_pretrained records the in-memory model's dtype).
+    config = copy.deepcopy(model.config)
+    config.load_base_models = False
+    config.architectures = [type(model).__name__]
     if dtype is not None:
-        model.config.dtype = dtype
-    try:
-        model.save_pretrained(out, state_dict=state, max_shard_size=max_shard_size)
-    finally:
-        model.config.load_base_models, model.config.dtype = previous
+        config.dtype = dtype
+    config.save_pretrained(out)
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
     logger.info("saved E.T. Chat checkpoint to %s", out)

@@ -1,0 +1,109 @@
+"""Shared fixtures for the model tests: a demo tokenizer built locally and tiny random models."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from transformers.utils import logging as hf_logging
+
+from etchat.model import (
+    IMAGE_TOKEN,
+    IMAGE_TOKEN_INDEX,
+    ETChatPhi3ForCausalLM,
+    build_demo_tokenizer,
+    match_token_id,
+    tiny_config,
+)
+
+torch.set_num_threads(2)
+
+_REPO = Path(__file__).resolve().parents[2]
+# The layout fixtures live in the project's shared folder, inside the checkout or next to it.
+FIXTURES = next(
+    (p for p in (_REPO / "shared" / "fixtures", _REPO.parent / "shared" / "fixtures") if p.is_dir()),
+    _REPO / "shared" / "fixtures",
+)
+hf_logging.disable_progress_bar()
+
+CORPUS = [
+    "<|system|>\nYou are a helpful AI assistant.<|end|>\n<|user|>\nWhen does the red square appear?<|end|>\n"
+    "<|assistant|>\nThe red square appears from <vid> to <vid> seconds.<|end|>",
+    "<|user|>\nWhat happens at <vid> seconds in the video?<|end|>\n<|assistant|>\nA blue circle moves left.<|end|>",
+    "Localize the video moment according to the query 'a green triangle enters the scene'.",
+    "Describe the video. There is a yellow circle, then a red triangle, then nothing.",
+]
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tmp_path_factory: pytest.TempPathFactory):
+    return build_demo_tokenizer(CORPUS * 4, tmp_path_factory.mktemp("tok"), vocab_size=320)
+
+
+@pytest.fixture(scope="session")
+def vid_id(tokenizer) -> int:
+    return match_token_id(tokenizer)
+
+
+@pytest.fixture
+def make_model(tokenizer) -> Callable[..., ETChatPhi3ForCausalLM]:
+    def make(seed: int = 0, **overrides) -> ETChatPhi3ForCausalLM:
+        torch.manual_seed(seed)
+        config = tiny_config(
+            "test",
+            vocab_size=len(tokenizer),
+            match_token_id=match_token_id(tokenizer),
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            **overrides,
+        )
+        # Dropout off so that two passes can be compared exactly.
+        config.qformer_dropout = 0.0
+        return ETChatPhi3ForCausalLM(config).eval()
+
+    return make
+
+
+@pytest.fixture
+def make_frames() -> Callable[..., torch.Tensor]:
+    """`make_frames(T, seed)`: reproducible random normalised frames `[T, 3, 16, 16]` (the "test" tiny size)."""
+
+    def make(num_frames: int, seed: int, size: int = 16) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(seed)
+        return torch.randn(num_frames, 3, size, size, generator=generator)
+
+    return make
+
+
+@pytest.fixture
+def encode(tokenizer) -> Callable[[str], list[int]]:
+    """Token ids with IMAGE_TOKEN_INDEX for each `<image>` (first chunk keeps the bos), as the data code does."""
+
+    def encode_text(text: str) -> list[int]:
+        ids: list[int] = []
+        for i, chunk in enumerate(text.split(IMAGE_TOKEN)):
+            chunk_ids = tokenizer(chunk).input_ids
+            if i > 0:
+                ids.append(IMAGE_TOKEN_INDEX)
+                chunk_ids = chunk_ids[1:]
+            ids.extend(chunk_ids)
+        return ids
+
+    return encode_text
+
+
+@pytest.fixture(scope="session")
+def layout_fixture() -> Callable[[str], dict]:
+    """`layout_fixture("stage3")`: the original model's layout (shared/fixtures/etchat_phi3_<name>_layout.json)."""
+
+    def load(name: str) -> dict:
+        path = FIXTURES / f"etchat_phi3_{name}_layout.json"
+        if not path.is_file():
+            pytest.skip(f"fixture {path} not available")
+        return json.loads(path.read_text())
+
+    return load
