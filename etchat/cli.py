@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "list-videos": ("etchat.video.listing", "list the videos of a video set, sorted"),
     "compress": ("etchat.video.compress", "compress one shard of a video set (3 fps, 224 px, no audio)"),
     "compress-summary": ("etchat.video.summary", "merge compression manifests and summarise failures"),
+    "score": ("etchat.evaluate.cli_score", "score E.T. Bench predictions (metrics.json, metrics.tsv, metrics.log)"),
+    "score-charades": ("etchat.evaluate.cli_charades", "Charades-STA grounding metrics (R1@0.3/0.5/0.7, mIoU)"),
 }
 
 

@@ -62,10 +62,10 @@ def require_java() -> str:
 def ptb_line(text: str) -> str:
     """One caption as the tokenizer input line.
 
-    The official wrapper only turns '\\n' into a space; '\\r' and '\\f' would also end a line for Java
-    and shift every later caption of that call onto the wrong pair, so they become spaces here.
+    The official wrapper only turns '\\n' into a space; '\\r', '\\v' and '\\f' also end a line for Java and
+    would shift every later caption of that call onto the wrong pair, so they become spaces here.
     """
-    return text.replace("\n", " ").replace("\r", " ").replace("\f", " ")
+    return text.replace("\n", " ").replace("\r", " ").replace("\v", " ").replace("\f", " ")
 
 
 def ptb_tokenize(texts: Sequence[str]) -> list[str]:
@@ -93,9 +93,9 @@ def ptb_tokenize(texts: Sequence[str]) -> list[str]:
     if proc.returncode != 0:
         raise RuntimeError(f"PTB tokenizer failed ({proc.returncode}): {proc.stderr.decode(errors='replace')[-500:]}")
     lines = proc.stdout.decode().split("\n")
-    if len(lines) < len(texts):
+    if len(lines) != len(texts):  # a line terminator we do not know of: better stop than misalign
         raise RuntimeError(f"PTB tokenizer returned {len(lines)} lines for {len(texts)} captions")
-    return [" ".join(w for w in line.rstrip().split(" ") if w not in PTB_PUNCTUATION) for line in lines[: len(texts)]]
+    return [" ".join(w for w in line.rstrip().split(" ") if w not in PTB_PUNCTUATION) for line in lines]
 
 
 class MeteorProcess:
