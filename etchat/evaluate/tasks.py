@@ -285,7 +285,9 @@ def score_tal(samples: Sequence[Sample]) -> SourceScore:
             prc = int((iou.max(axis=0) >= t32).sum()) / iou.shape[1]
             if prc + rec == 0:
                 # NaN IoUs (zero-length or reversed GT) pass the max() guard; the official divides by zero.
-                issues.append(Issue(s.task, s.source, s.idx, "NaN IoU (zero-length or reversed GT window)"))
+                issue = Issue(s.task, s.source, s.idx, "NaN IoU (zero-length or reversed GT window)")
+                if issue not in issues:
+                    issues.append(issue)
                 continue
             sums[k] += 2 * prc * rec / (prc + rec)
     f1s = [v / len(samples) for v in sums]
