@@ -145,30 +145,53 @@ class ETChatVisualMixin:
 
     def compress_frames(self, patches: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
         """One token per frame per text: `[T, N, C]` patches -> `[len(texts), T, hidden_size]` (spec §1.3)."""
-        tokenizer = self.qformer_tokenizer
+        return self.compress_groups([(patches, texts)])[0]
+
+    def compress_groups(self, groups: Sequence[tuple[torch.Tensor, Sequence[str]]]) -> list[torch.Tensor]:
+        """`compress_frames` for several videos at once: one Q-Former/aggregator pass over all (text, frame) pairs.
+
+        Per group, every text conditions every frame: the Q-Former sees `[queries ; text]` and cross-attends to
+        `LN(X)`; the aggregator pools the raw `X` with the projected queries; `v_proj(mean(E + P))` is the token.
+        Texts are padded to the longest of the call; padded keys are masked (BERT's -10000), as per sample.
+        """
         device, dtype = self.qformer_ln.weight.device, self.visual_dtype
-        text = tokenizer(
-            list(texts),
+        all_texts = [t for _, texts in groups for t in texts]
+        text = self.qformer_tokenizer(
+            all_texts,
             padding="longest",
             truncation=True,
             max_length=self.config.qformer_max_text_length,
             return_tensors="pt",
         )
-        n_text, n_frames = len(texts), patches.shape[0]
-        x = patches.to(device=device, dtype=dtype)
-        ids = text.input_ids.to(device)[:, None].expand(-1, n_frames, -1).flatten(0, 1)
-        mask = text.attention_mask.to(device)[:, None].expand(-1, n_frames, -1).flatten(0, 1)
-        x_ln = self.qformer_ln(x)[None].expand(n_text, -1, -1, -1).flatten(0, 1)
-        queries = self.qformer_query.expand(n_text * n_frames, -1, -1)
-        hidden = self.qformer_bert(ids, mask, queries, x_ln)  # [n*T, Q, Dq]
+        x = torch.cat([p for p, _ in groups]).to(device=device, dtype=dtype)  # all frames of all groups
+        # For each (group, text, frame) row: which text and which frame it pairs (text-major within a group).
+        text_index, frame_index = [], []
+        text_offset, frame_offset = 0, 0
+        for patches, texts in groups:
+            n_frames = patches.shape[0]
+            for t in range(len(texts)):
+                text_index += [text_offset + t] * n_frames
+                frame_index += range(frame_offset, frame_offset + n_frames)
+            text_offset += len(texts)
+            frame_offset += n_frames
+        rows_t = torch.tensor(text_index, device=device)
+        rows_f = torch.tensor(frame_index, device=device)
+        ids = text.input_ids.to(device)[rows_t]
+        mask = text.attention_mask.to(device)[rows_t]
+        queries = self.qformer_query.expand(len(text_index), -1, -1)
+        hidden = self.qformer_bert(ids, mask, queries, self.qformer_ln(x)[rows_f])  # [rows, Q, Dq]
         # Aggregator: single-head attention pooling of the raw patches with the projected queries.
-        p = self.qformer_proj(hidden)  # [n*T, Q, C]
+        p = self.qformer_proj(hidden)  # [rows, Q, C]
         q = self.qformer_q_proj(p)
-        k = self.qformer_k_proj(x)[None].expand(n_text, -1, -1, -1).flatten(0, 1)
-        x_rep = x[None].expand(n_text, -1, -1, -1).flatten(0, 1)
+        k = self.qformer_k_proj(x)[rows_f]
+        x_rows = x[rows_f]
         att = (q @ k.transpose(-1, -2) / x.shape[-1] ** 0.5).softmax(-1)
-        pooled = (att @ x_rep + p).mean(1)  # [n*T, C]
-        return self.qformer_v_proj(pooled).view(n_text, n_frames, -1)
+        tokens = self.qformer_v_proj((att @ x_rows + p).mean(1))  # [rows, hidden]
+        sizes = [len(texts) * patches.shape[0] for patches, texts in groups]
+        return [
+            chunk.view(len(texts), patches.shape[0], -1)
+            for chunk, (patches, texts) in zip(tokens.split(sizes), groups, strict=True)
+        ]
 
     def encode_frames(
         self,
@@ -190,10 +213,9 @@ class ETChatVisualMixin:
         patches: Iterator[torch.Tensor] = iter(())
         if pixel:
             patches = iter(self.encode_patches(torch.cat(pixel), chunk_size).split([f.shape[0] for f in pixel]))
-        out: list[torch.Tensor | None] = []
+        groups: list[tuple[torch.Tensor, Sequence[str]]] = []
         for b, sample_frames in enumerate(frames):
             if sample_frames is None:
-                out.append(None)
                 continue
             if sample_frames.dim() not in (3, 4) or sample_frames.shape[0] == 0:
                 raise ValueError(f"sample {b}: frames must be [T, 3, H, W] or [T, N, C] with T >= 1")
@@ -203,8 +225,9 @@ class ETChatVisualMixin:
                 raise ValueError(f"sample {b}: frames without a query (one question string per human turn)")
             if isinstance(texts, str):
                 raise ValueError(f"sample {b}: queries must be a list of strings per sample, got a string")
-            out.append(self.compress_frames(feats, texts))
-        return out
+            groups.append((feats, texts))
+        tokens = iter(self.compress_groups(groups)) if groups else iter(())
+        return [None if f is None else next(tokens) for f in frames]
 
 
 class ETChatPhi3Model(ETChatInitMixin, ETChatVisualMixin, Phi3Model):
