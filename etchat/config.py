@@ -83,7 +83,18 @@ def _allowed(error: jsonschema.ValidationError) -> str:
     return f"{kind} {json.dumps(expected)}"
 
 
+def _specific(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
+    """For "null or X" keys, report what is wrong against X rather than "is not valid under any"."""
+    while error.validator in ("anyOf", "oneOf") and error.context:
+        candidates = [e for e in error.context if not (e.validator == "type" and e.validator_value == "null")]
+        if not candidates:
+            break
+        error = max(candidates, key=lambda e: len(e.absolute_path))
+    return error
+
+
 def _describe(error: jsonschema.ValidationError, root: str) -> str:
+    error = _specific(error)
     where = _key([root, *error.absolute_path] if root else error.absolute_path)
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
         allowed = sorted(error.schema.get("properties", {}))

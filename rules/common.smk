@@ -19,8 +19,9 @@ except ConfigError as err:
 # Inputs live under data/ (the layout of the E.T. Chat README), outputs under results/.
 SYNTH = config["synth"]["enabled"]
 SYNTH_MANIFEST = f"data/{synth_layout.MANIFEST}"
-VIDEO_SETS = list(config["video_sets"])
-ANNOTATIONS = config["annotations"]["files"]
+# A preset leaves a set or an annotation file out by setting it to null.
+VIDEO_SETS = [name for name, entry in config["video_sets"].items() if entry]
+ANNOTATIONS = {name: entry for name, entry in config["annotations"]["files"].items() if entry}
 
 # Every rule runs one `etchat` command, a shell function defined here. With conda environments the
 # env's python runs it and finds the package through PYTHONPATH; otherwise it is the interpreter
@@ -65,6 +66,12 @@ def exclude_option(wildcards):
     return f"--exclude {vs['compressed']}" if inside else ""
 
 
+def dst_option(wildcards):
+    """Where a set is compressed to; nothing for a set that is already compressed (only checked)."""
+    vs = video_set(wildcards)
+    return f"--dst {vs['compressed']}" if vs["compress"] else ""
+
+
 def checked_annotation(name):
     ext = "txt" if ANNOTATIONS[name]["format"] == "charades_sta" else "json"
     return f"results/annotations/{name}.{ext}"
@@ -80,6 +87,7 @@ def annotation_roots(wildcards):
 
 def final_outputs():
     outputs = [checked_annotation(name) for name in ANNOTATIONS]
-    outputs += expand("results/compress/{vset}/summary.json", vset=VIDEO_SETS)
-    outputs.append("results/compress/summary.tsv")
+    if VIDEO_SETS:
+        outputs += expand("results/compress/{vset}/summary.json", vset=VIDEO_SETS)
+        outputs.append("results/compress/summary.tsv")
     return outputs

@@ -25,7 +25,7 @@ rule compress_shard:
         "results/compress/{vset}/shards/{scatteritem}.tsv",
     params:
         src=lambda wc: video_set(wc)["videos"],
-        dst=lambda wc: "--dst {video_set(wc)['compressed']}" if video_set(wc)["compress"] else "",
+        dst=dst_option,
         c=config["compress"],
     threads: config["compress"]["workers"]
     log:

@@ -80,34 +80,38 @@ def output_problem(out: VideoInfo, src: VideoInfo, s: CompressSettings) -> str |
         return "output has an audio stream"
     if abs(out.duration - src.duration) > s.duration_tolerance:
         return f"duration {out.duration:.3f} s differs from the input's {src.duration:.3f} s"
-    if not out.frames:
-        return "output has no frames"
     return None
 
 
-def _decodes(path: Path, frames: int) -> str | None:
-    """Read the last frame: a truncated or corrupt file fails here even when its header looks fine."""
+def _decode_check(path: Path, header_frames: int | None) -> tuple[int, str | None]:
+    """Count the frames and read the last one: a truncated or corrupt file fails here even when its
+    header looks fine. Matroska headers carry no frame count, so the decoded count is the one recorded."""
     import decord
 
     try:
         reader = decord.VideoReader(str(path), num_threads=1)
-        if len(reader) == 0:
-            return "output has no decodable frames"
-        reader[len(reader) - 1]
+        frames = len(reader)
+        if frames == 0:
+            return 0, "output has no decodable frames"
+        reader[frames - 1]
     except Exception as err:  # decord raises its own error types
-        return f"output does not decode: {str(err).splitlines()[0][:200]}"
-    if abs(len(reader) - frames) > 1:
-        return f"output decodes to {len(reader)} frames, its header says {frames}"
-    return None
+        return 0, f"output does not decode: {str(err).splitlines()[0][:200]}"
+    if header_frames is not None and abs(frames - header_frames) > 1:
+        return frames, f"output decodes to {frames} frames, its header says {header_frames}"
+    return frames, None
 
 
-def validate_output(path: Path, src: VideoInfo, s: CompressSettings) -> tuple[VideoInfo | None, str | None]:
+def validate_output(path: Path, src: VideoInfo, s: CompressSettings) -> tuple[VideoInfo | None, int, str | None]:
+    """Probe and decode an output; return its properties, its frame count and why it is invalid (or None)."""
     try:
         out = probe(path)
     except ProbeError as err:
-        return None, f"output unreadable: {err}"
-    problem = output_problem(out, src, s) or _decodes(path, out.frames or 0)
-    return out, problem
+        return None, 0, f"output unreadable: {err}"
+    problem = output_problem(out, src, s)
+    if problem is not None:
+        return out, out.frames or 0, problem
+    frames, problem = _decode_check(path, out.frames)
+    return out, frames, problem
 
 
 def _remove_stale_temporaries(dst: Path) -> None:
@@ -144,28 +148,24 @@ def compress_video(src_root: Path, dst_root: Path, rel: str, s: CompressSettings
             row.error = "input: zero duration"
             return row
         if dst.exists():
-            out, problem = validate_output(dst, info, s)
+            out, frames, problem = validate_output(dst, info, s)
             if problem is None:
                 row.status, row.action = "ok", "reused"
-                row.out_duration, row.out_size, row.frames = (
-                    round(out.duration, 3),
-                    f"{out.width}x{out.height}",
-                    out.frames,
-                )
+                row.out_duration, row.out_size, row.frames = round(out.duration, 3), f"{out.width}x{out.height}", frames
                 return row
             log.info("%s: redoing an invalid output (%s)", rel, problem)
         _remove_stale_temporaries(dst)
         container = "mp4" if dst.suffix.lower() in MP4_LIKE else "matroska"
         with atomic_path(dst) as tmp:
             problem = _ffmpeg(src, tmp, s, container)
-            out = None
+            out, frames = None, 0
             if problem is None:
-                out, problem = validate_output(tmp, info, s)
+                out, frames, problem = validate_output(tmp, info, s)
             if problem is not None:
                 row.error = problem
                 raise _Invalid  # leaves the block without renaming; the temporary file is removed
             row.status, row.action = "ok", "compressed"
-            row.out_duration, row.out_size, row.frames = round(out.duration, 3), f"{out.width}x{out.height}", out.frames
+            row.out_duration, row.out_size, row.frames = round(out.duration, 3), f"{out.width}x{out.height}", frames
     except _Invalid:
         pass
     except Exception as err:  # one broken video must never stop the shard

@@ -81,9 +81,15 @@ def read_video(
         return _read(path, fps, min_len, max_len, num_threads)
     except decord.DECORDError as err:
         if num_threads == 1:
-            raise VideoReadError(f"{path}: cannot decode ({str(err).splitlines()[0][:200]})") from None
+            raise _unreadable(path, err) from None
         log.debug("%s: decord failed with %d threads, retrying with one: %s", path, num_threads, err)
+    except RuntimeError as err:  # decord's "Error reading ..." when the file cannot be opened at all
+        raise _unreadable(path, err) from None
     try:
         return _read(path, fps, min_len, max_len, 1)
-    except decord.DECORDError as err:
-        raise VideoReadError(f"{path}: cannot decode ({str(err).splitlines()[0][:200]})") from None
+    except (decord.DECORDError, RuntimeError) as err:
+        raise _unreadable(path, err) from None
+
+
+def _unreadable(path: str, err: Exception) -> VideoReadError:
+    return VideoReadError(f"{path}: cannot decode ({str(err).splitlines()[0][:200]}); re-encode or remove the file")

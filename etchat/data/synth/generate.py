@@ -396,9 +396,8 @@ def generate(settings: dict, out: str | os.PathLike, workers: int = 2) -> dict:
     summary = {
         "videos": sum(j.kind == "video" for j in plan.media),
         "images": sum(j.kind == "image" for j in plan.media),
-        "rendered": len(todo),
         "annotation_files": len(plan.json_files) + len(plan.text_files),
         "video_seconds": round(sum(j.scene.duration for j in plan.media if j.kind == "video"), 1),
     }
     write_json_atomic(manifest_path, {"settings": settings, "summary": summary, "media": media})
-    return summary
+    return {**summary, "rendered": len(todo)}
