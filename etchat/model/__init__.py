@@ -20,6 +20,7 @@ from .modeling import (
     ETChatLlamaForCausalLM,
     ETChatPhi3ForCausalLM,
     ETChatQwen2ForCausalLM,
+    build_model,
     register_auto_classes,
 )
 from .presets import original_tiny_config, phi3_mini_config, tiny_config
@@ -55,6 +56,7 @@ __all__ = [
     "add_match_token",
     "build_demo_tokenizer",
     "build_from_base",
+    "build_model",
     "detokenize",
     "generate",
     "load_base_weights",

@@ -583,7 +583,19 @@ MODEL_CLASSES: dict[str, type[nn.Module]] = {
     "etchat_llama": ETChatLlamaForCausalLM,
     "etchat_qwen2": ETChatQwen2ForCausalLM,
 }
-ETChatForCausalLM = ETChatPhi3ForCausalLM | ETChatLlamaForCausalLM | ETChatQwen2ForCausalLM
+# The common base of the three model classes (isinstance checks, type hints).
+ETChatForCausalLM = ETChatCausalLMMixin
+
+
+def build_model(
+    config: ETChatFieldsConfig,
+    dtype: torch.dtype | None = None,
+    attn_implementation: str = "eager",
+) -> ETChatCausalLMMixin:
+    """A randomly initialised model of `config`'s backbone (weights: `load_base_weights` / `load_checkpoint`)."""
+    if config.model_type not in MODEL_CLASSES:
+        raise ConfigError(f"model_type {config.model_type!r}; expected one of {sorted(MODEL_CLASSES)}")
+    return AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn_implementation)
 
 
 def register_auto_classes() -> None:

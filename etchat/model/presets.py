@@ -78,6 +78,9 @@ TINY_PRESETS: dict[str, dict[str, Any]] = {
         "vision_mlp_ratio": 4.0,
         "vision_full_depth": 2,
         "vision_output_layer": -1,
+        # Demo only: the tiny ViT starts from random weights, so it is trained with the rest (the prototype of
+        # demo_learnability.md trained everything from scratch). The real EVA stays frozen.
+        "vision_trainable": True,
         "qformer_hidden_size": 64,
         "qformer_num_hidden_layers": 2,
         "qformer_num_attention_heads": 4,
