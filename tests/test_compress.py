@@ -125,6 +125,8 @@ def test_shards_balance_bytes_deterministically():
     loads = [sum(e.size for e in s) for s in shards]
     assert max(loads) - min(loads) <= 100
     assert all(s == sorted(s, key=lambda e: e.path) for s in shards)
+    equal = split_shards([VideoEntry(f"e{i}.mp4", 0) for i in range(10)], 4)
+    assert sorted(len(s) for s in equal) == [2, 2, 3, 3]
 
 
 def test_listing_skips_hidden_files_and_links_outside(tmp_path):

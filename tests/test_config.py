@@ -66,3 +66,10 @@ def test_section_settings_are_checked(repo):
     assert synth["seed"] == 0
     with pytest.raises(ConfigError, match="synth.fps"):
         load_settings('{"fps": "thirty"}', "synth")
+
+
+@pytest.mark.parametrize("preset", ["paper", "from-stage2", "released"])
+def test_presets_are_valid_overlays(repo, preset):
+    config = load_config([repo / "config.yaml", repo / f"presets/{preset}.yaml"])
+    assert config["preset"] == preset and config["synth"]["enabled"] is False
+    assert config["video_sets"]["etbench"] and config["annotations"]["files"]["etbench_vid"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import heapq
 import logging
 import os
 from dataclasses import dataclass
@@ -43,22 +44,28 @@ def list_videos(root: str | os.PathLike, exclude: str | os.PathLike | None = Non
     real_root = root.resolve()
     skip = Path(exclude).resolve() if exclude else None
     entries: list[VideoEntry] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        here = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and (here / d).resolve() != skip)
-        for name in filenames:
-            if name.startswith(".") or Path(name).suffix.lower() not in VIDEO_EXTENSIONS:
-                continue
-            path = here / name
-            real = path.resolve()
-            if real_root not in real.parents:
-                log.warning("skipping %s: it links outside %s", path, root)
-                continue
-            try:
-                size = real.stat().st_size
-            except OSError:  # a dangling link
-                size = 0
-            entries.append(VideoEntry(path.relative_to(root).as_posix(), size))
+    pending = [(root, "")]
+    while pending:
+        folder, prefix = pending.pop()
+        with os.scandir(folder) as it:
+            for item in it:
+                if item.name.startswith("."):
+                    continue
+                rel = prefix + item.name
+                if item.is_symlink():
+                    real = Path(item.path).resolve()
+                    if real != real_root and real_root not in real.parents:
+                        log.warning("skipping %s: it links outside %s", item.path, root)
+                        continue
+                if item.is_dir():
+                    if skip is None or Path(item.path).resolve() != skip:
+                        pending.append((Path(item.path), rel + "/"))
+                elif Path(item.name).suffix.lower() in VIDEO_EXTENSIONS:
+                    try:
+                        size = item.stat().st_size
+                    except OSError:  # a dangling link
+                        size = 0
+                    entries.append(VideoEntry(rel, size))
     entries.sort(key=lambda e: e.path)
     return entries
 
@@ -87,13 +94,14 @@ def listing_fingerprint(root: str | os.PathLike) -> str:
 
 
 def split_shards(entries: list[VideoEntry], n_shards: int) -> list[list[VideoEntry]]:
-    """Balance entries over `n_shards` by bytes; each shard's list sorted by path."""
+    """Balance entries over `n_shards` by bytes (then by count); each shard's list sorted by path."""
     shards: list[list[VideoEntry]] = [[] for _ in range(n_shards)]
-    load = [0] * n_shards
+    # A heap of (bytes, videos, shard): the lightest shard takes the next largest file.
+    heap = [(0, 0, k) for k in range(n_shards)]
     for entry in sorted(entries, key=lambda e: (-e.size, e.path)):
-        i = min(range(n_shards), key=lambda k: (load[k], k))
-        shards[i].append(entry)
-        load[i] += entry.size
+        load, count, k = heapq.heappop(heap)
+        shards[k].append(entry)
+        heapq.heappush(heap, (load + entry.size, count + 1, k))
     return [sorted(s, key=lambda e: e.path) for s in shards]
 
 
