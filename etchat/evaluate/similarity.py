@@ -129,8 +129,8 @@ class SentenceEmbedder:
         """Official `compute_sim`: the dot score of the two normalised embeddings, as a Python float."""
         import torch
 
-        emb = self.embed([a, b])
-        return torch.mm(emb[:1], emb[1:].T).item()
+        # Two embed calls, as the official encodes [a] and [b] separately (the same numbers either way).
+        return torch.mm(self.embed([a]), self.embed([b]).T).item()
 
     def mean_pair_sim(self, hyps: Sequence[str], refs: Sequence[str]) -> float:
         """Official SentSim of one video: the mean of the diagonal of dot_score(refs, hyps), in float32."""
