@@ -58,21 +58,29 @@ def main() -> None:
         config = load_config([REPO / "config.yaml"])
         config["synth"]["enabled"] = False
         config["annotations"]["files"] = {}
-        config["video_sets"] = {"et_instruct": {"videos": str(videos.relative_to(work)),
-                                                "compressed": "data/et_instruct_164k/videos_compressed",
-                                                "compress": True}}
+        config["video_sets"] = {
+            "et_instruct": {
+                "videos": str(videos.relative_to(work)),
+                "compressed": "data/et_instruct_164k/videos_compressed",
+                "compress": True,
+            }
+        }
         config["compress"]["shards"] = args.shards
         (work / "config.yaml").write_text(yaml.safe_dump(config))
         smk = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "-n", "--quiet"]
         wall, rss, proc = timed(smk, work)
-        print(f"snakemake -n ({args.shards} shards): {wall:.2f} s, peak RSS {rss:.0f} MB "
-              f"(target <= 30 s) -> {'OK' if wall <= 30 else 'MISSED'}")
+        print(
+            f"snakemake -n ({args.shards} shards): {wall:.2f} s, peak RSS {rss:.0f} MB "
+            f"(target <= 30 s) -> {'OK' if wall <= 30 else 'MISSED'}"
+        )
         lists = [str(work / f"lists/{i}.txt") for i in range(args.shards)]
         cmd = [sys.executable, "-m", "etchat", "list-videos", "--root", str(videos), "--out", *lists]
         wall, _, _ = timed(cmd, work)
         sizes = [sum(1 for _ in open(p)) for p in lists]
-        print(f"etchat list-videos (stat + balance into {args.shards} lists): {wall:.2f} s, "
-              f"{min(sizes)}-{max(sizes)} videos per shard")
+        print(
+            f"etchat list-videos (stat + balance into {args.shards} lists): {wall:.2f} s, "
+            f"{min(sizes)}-{max(sizes)} videos per shard"
+        )
         print(f"cpu count {os.cpu_count()}")
 
 

@@ -101,14 +101,20 @@ def _decode_check(path: Path, header_frames: int | None) -> tuple[int, str | Non
     return frames, None
 
 
-def validate_output(path: Path, src: VideoInfo, s: CompressSettings) -> tuple[VideoInfo | None, int, str | None]:
-    """Probe and decode an output; return its properties, its frame count and why it is invalid (or None)."""
+def validate_output(
+    path: Path, src: VideoInfo, s: CompressSettings, decode: bool = True
+) -> tuple[VideoInfo | None, int, str | None]:
+    """Probe (and decode) an output; return its properties, its frame count and why it is invalid (or None).
+
+    An output ffmpeg has just written completely needs no decoding when its header counts its frames;
+    an existing output about to be reused is always decoded, since nothing is known of how it was made.
+    """
     try:
         out = probe(path)
     except ProbeError as err:
         return None, 0, f"output unreadable: {err}"
     problem = output_problem(out, src, s)
-    if problem is not None:
+    if problem is not None or (not decode and out.frames):
         return out, out.frames or 0, problem
     frames, problem = _decode_check(path, out.frames)
     return out, frames, problem
@@ -160,7 +166,7 @@ def compress_video(src_root: Path, dst_root: Path, rel: str, s: CompressSettings
             problem = _ffmpeg(src, tmp, s, container)
             out, frames = None, 0
             if problem is None:
-                out, frames, problem = validate_output(tmp, info, s)
+                out, frames, problem = validate_output(tmp, info, s, decode=False)
             if problem is not None:
                 row.error = problem
                 raise _Invalid  # leaves the block without renaming; the temporary file is removed
