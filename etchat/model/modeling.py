@@ -437,9 +437,12 @@ class ETChatCausalLMMixin:
                 "num_items_in_batch is not supported: E.T. Chat pins its loss normalisation (token-mean LM loss + "
                 "sample-mean matching loss per micro-batch); the Trainer must divide by gradient accumulation"
             )
-        unexpected = {k: v for k, v in kwargs.items() if v is not None and k not in ("return_dict", "use_cache")}
-        if {k for k, v in unexpected.items() if v is not False}:
-            raise TypeError(f"unexpected arguments to ETChat forward: {sorted(unexpected)}")
+        # Wrappers (peft, Trainer) pass these HF arguments; they are meaningless here unless set to something.
+        ignored = {"return_dict", "use_cache"}
+        unsupported_if_set = {"output_attentions", "output_hidden_states"}
+        unexpected = sorted(k for k, v in kwargs.items() if k not in ignored and (k not in unsupported_if_set or v))
+        if unexpected:
+            raise TypeError(f"unexpected arguments to E.T. Chat's forward: {unexpected}")
         if input_ids is None:
             raise ValueError("input_ids is required")
 

@@ -19,7 +19,8 @@ from etchat.model import (
     tiny_config,
 )
 
-torch.set_num_threads(2)
+# One thread: on a shared 2-core machine two threads oversubscribe and run several times slower.
+torch.set_num_threads(1)
 
 _REPO = Path(__file__).resolve().parents[2]
 # The layout fixtures live in the project's shared folder, inside the checkout or next to it.

@@ -97,3 +97,20 @@ def test_wrong_vocabulary_is_refused(tmp_path):
     vocab.write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nhello\n")
     with pytest.raises(ConfigError, match="not the bert-base-uncased vocabulary"):
         load_qformer_tokenizer(vocab)
+
+
+def test_real_vision_and_qformer_dimensions_run():
+    """EVA at its real geometry (224 px, patch 14, width 1408, 16 heads of 88, MLP 6144) truncated to 2 blocks, with
+    a small Q-Former and LLM (the original tiny fixture's configuration): one token per 224-px frame."""
+    from etchat.model import build_model, original_tiny_config
+
+    torch.manual_seed(0)
+    model = build_model(original_tiny_config(3)).eval()
+    tower = model.model.vision_tower.vision_tower
+    assert (tower.pos_embed.shape, tower.blocks[0].mlp.fc1.out_features) == ((1, 257, 1408), 6144)
+    assert tower.blocks[0].attn.head_dim == 88
+    ids = torch.tensor([[1, 5, -200, 7, 500, 8]])
+    frames = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = model(input_ids=ids, frames=[frames], queries=[["what happens at <vid>?"]], src=[[1.0]])
+    assert out.logits.shape == (1, 6 - 1 + 2, 512)
