@@ -138,6 +138,12 @@ def generate(
     if match_id is not None:
         times = [list(s or []) for s in (src or [None] * batch_size)]
     batch = model.splice(ids, mask, None, visual, times, padding_side="left")
+    longest = max(batch.lengths) + max_new_tokens
+    if longest > config.max_position_embeddings:
+        # The original has no cap either (a 30-min video is ~1800 frame tokens); quality degrades past the context.
+        logger.warning(
+            "prompt + new tokens = %d positions exceeds the model's %d", longest, config.max_position_embeddings
+        )
 
     # A cache without the config: with Phi-3's sliding_window set, a config-built cache would drop old keys.
     cache = DynamicCache()

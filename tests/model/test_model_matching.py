@@ -169,3 +169,13 @@ def test_gradient_checkpointing_gives_the_same_gradients(make_model, tokenizer, 
     assert grads[0].keys() == grads[1].keys()
     for name in ("frm_head.1.weight", "vid_head.1.weight", "model.layers.0.self_attn.qkv_proj.weight"):
         torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-6, rtol=1e-5)
+
+
+def test_loss_normalisation_is_pinned(make_model, tokenizer, encode, make_frames):
+    """The HF Trainer must not rescale the loss by num_items_in_batch (it would shift the LM/matching weight)."""
+    model = make_model()
+    assert model.accepts_loss_kwargs is False  # read by transformers.Trainer
+    with pytest.raises(ValueError, match="num_items_in_batch"):
+        model(**build_batch(tokenizer, encode, make_frames), num_items_in_batch=torch.tensor(7))
+    with pytest.raises(TypeError, match="unexpected arguments"):
+        model(**build_batch(tokenizer, encode, make_frames), image=[make_frames(2, seed=0)])
