@@ -195,17 +195,17 @@ def generate(
             tokens = scores.argmax(-1)
         active = ~finished
         tokens = torch.where(active, tokens, torch.full_like(tokens, pad_token_id))
-
-        feedback = torch.zeros(batch_size, batch.inputs_embeds.shape[-1], device=device)
         is_vid = (tokens == match_id) & active if match_id is not None else torch.zeros_like(active)
-        if is_vid.any():
-            query = model.vid_head(vid_states).float()
-        for b in range(batch_size):
-            if not active[b]:
+        query = model.vid_head(vid_states).float() if bool(is_vid.any()) else None
+
+        # One host transfer per step, then plain Python bookkeeping.
+        feedback = torch.zeros(batch_size, batch.inputs_embeds.shape[-1], device=device)
+        step_rows = zip(tokens.tolist(), active.tolist(), is_vid.tolist(), strict=True)
+        for b, (token, was_active, vid_now) in enumerate(step_rows):
+            if not was_active:
                 continue
-            token = int(tokens[b])
             histories[b].append(token)
-            if is_vid[b]:
+            if vid_now:
                 if frame_embeds[b] is None:
                     logger.warning("sample %d emitted <vid> without a video; matched frame -1", b)
                     matched[b].append(-1)
