@@ -136,15 +136,17 @@ def time_generation(
     model.generate(prompts[:1], videos[:1], queries[:1], max_new_tokens=2, **kwargs)  # warm-up
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    sync(device)
-    start = time.perf_counter()
-    model.generate(prompts, videos, queries, max_new_tokens=1, **kwargs)
-    sync(device)
-    prefill = time.perf_counter() - start
-    start = time.perf_counter()
-    out = model.generate(prompts, videos, queries, max_new_tokens=new_tokens + 1, **kwargs)
-    sync(device)
-    total = time.perf_counter() - start
+    prefill, total = float("inf"), float("inf")
+    for _ in range(2):  # best of two: the machine may be shared
+        sync(device)
+        start = time.perf_counter()
+        model.generate(prompts, videos, queries, max_new_tokens=1, **kwargs)
+        sync(device)
+        prefill = min(prefill, time.perf_counter() - start)
+        start = time.perf_counter()
+        out = model.generate(prompts, videos, queries, max_new_tokens=new_tokens + 1, **kwargs)
+        sync(device)
+        total = min(total, time.perf_counter() - start)
     assert all(len(s) == new_tokens + 1 for s in out.sequences)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
     return {
