@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -22,12 +23,8 @@ from etchat.model import (
 # One thread: on a shared 2-core machine two threads oversubscribe and run several times slower.
 torch.set_num_threads(1)
 
-_REPO = Path(__file__).resolve().parents[2]
-# The layout fixtures live in the project's shared folder, inside the checkout or next to it.
-FIXTURES = next(
-    (p for p in (_REPO / "shared" / "fixtures", _REPO.parent / "shared" / "fixtures") if p.is_dir()),
-    _REPO / "shared" / "fixtures",
-)
+# The original model's parameter layouts (names, shapes), gzipped copies of shared/fixtures/.
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 hf_logging.disable_progress_bar()
 
 CORPUS = [
@@ -102,9 +99,7 @@ def layout_fixture() -> Callable[[str], dict]:
     """`layout_fixture("stage3")`: the original model's layout (shared/fixtures/etchat_phi3_<name>_layout.json)."""
 
     def load(name: str) -> dict:
-        path = FIXTURES / f"etchat_phi3_{name}_layout.json"
-        if not path.is_file():
-            pytest.skip(f"fixture {path} not available")
-        return json.loads(path.read_text())
+        with gzip.open(FIXTURES / f"etchat_phi3_{name}_layout.json.gz", "rt") as f:
+            return json.load(f)
 
     return load
