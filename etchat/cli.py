@@ -22,6 +22,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compress-summary": ("etchat.video.summary", "merge compression manifests and summarise failures"),
     "score": ("etchat.evaluate.cli_score", "score E.T. Bench predictions (metrics.json, metrics.tsv, metrics.log)"),
     "score-charades": ("etchat.evaluate.cli_charades", "Charades-STA grounding metrics (R1@0.3/0.5/0.7, mIoU)"),
+    "infer-shard": ("etchat.infer.cli_shard", "answer one shard of E.T. Bench or Charades-STA (resumable JSONL)"),
+    "infer-merge": ("etchat.infer.cli_merge", "merge inference shards into predictions.json (annotations + a)"),
+    "infer": ("etchat.infer.cli_custom", "answer questions about your own videos (JSONL in, JSONL out)"),
+    "report": ("etchat.report.build", "the run's results as one page, results/report/index.html"),
 }
 
 
