@@ -90,4 +90,75 @@ def final_outputs():
     if VIDEO_SETS:
         outputs += expand("results/compress/{vset}/summary.json", vset=VIDEO_SETS)
         outputs.append("results/compress/summary.tsv")
+    outputs += infer_outputs()
     return outputs
+
+
+# ---------------------------------------------------------------------------------------------- inference
+INFER = config["infer"]
+# benchmark -> (its annotation file in annotations.files, its video set in video_sets)
+INFER_BENCHMARKS = {"etbench": ("etbench_vid", "etbench"), "charades": ("charades", "charades")}
+
+
+def infer_benchmarks():
+    """The benchmarks whose annotation file is configured (a preset leaves one out by setting it to null)."""
+    return [name for name, (annotation, _) in INFER_BENCHMARKS.items() if annotation in ANNOTATIONS]
+
+
+def infer_checkpoint():
+    """The checkpoint to evaluate: the training rules' choice (model_for_inference) or infer.checkpoint."""
+    helper = globals().get("model_for_inference")
+    return helper() if helper else INFER["checkpoint"]
+
+
+def infer_enabled():
+    """Inference joins the DAG when a rule makes its model or the model exists. In the demo that is the trained
+    stage 3; a real run always infers (a missing checkpoint is then a missing input, named by Snakemake)."""
+    return "model_for_inference" in globals() or not SYNTH or os.path.exists(INFER["checkpoint"])
+
+
+def infer_video_root(benchmark):
+    annotation, vset = INFER_BENCHMARKS[benchmark]
+    if INFER[benchmark]["videos"] == "raw":
+        return ANNOTATIONS[annotation]["video_root"]
+    entry = config["video_sets"].get(vset)
+    if not entry:
+        raise WorkflowError(
+            f"infer.{benchmark}.videos is compressed but video_sets.{vset} is null; configure the set or use raw"
+        )
+    return entry["compressed"] if entry["compress"] else entry["videos"]
+
+
+def infer_videos_ready(wildcards):
+    """Compressed videos: wait for their compression (its manifest names the videos that failed)."""
+    _, vset = INFER_BENCHMARKS[wildcards.benchmark]
+    if INFER[wildcards.benchmark]["videos"] == "compressed":
+        return [f"results/compress/{vset}/manifest.tsv"]
+    return after_synth()
+
+
+def infer_manifest_option(wildcards):
+    _, vset = INFER_BENCHMARKS[wildcards.benchmark]
+    if INFER[wildcards.benchmark]["videos"] == "compressed":
+        return f"--manifest results/compress/{vset}/manifest.tsv"
+    return ""
+
+
+def infer_settings_json():
+    """What changes answers or their speed (the shard jobs re-run when it changes; finished answers are reused)."""
+    from etchat.infer.settings import InferSettings
+
+    names = InferSettings.__dataclass_fields__
+    return json.dumps({key: value for key, value in INFER.items() if key in names}, sort_keys=True)
+
+
+def infer_shard_summaries(wildcards):
+    return getattr(gather, f"infer_{wildcards.benchmark}")(
+        f"results/infer/{wildcards.benchmark}/shards/{{scatteritem}}.json"
+    )
+
+
+def infer_outputs():
+    if not infer_enabled():
+        return []
+    return [f"results/infer/{name}/predictions.json" for name in infer_benchmarks()]
