@@ -105,21 +105,35 @@ class Engine:
         path = Path(checkpoint)
         if path.is_file():  # a rule may name a file of the checkpoint (e.g. its config.json)
             path = path.parent
-        self.checkpoint = path
-        self.settings = settings
-        self.device = resolve_device(settings.device)
-        self.dtype = resolve_dtype(settings.dtype, self.device)
-        self.digest = checkpoint_digest(path, digest_cache)
+        device = resolve_device(settings.device)
+        dtype = resolve_dtype(settings.dtype, device)
+        digest = checkpoint_digest(path, digest_cache)
         start = time.perf_counter()
         model, tokenizer = load_checkpoint(
-            path, dtype=self.dtype, device=self.device, attn_implementation=settings.attn_implementation
+            path, dtype=dtype, device=device, attn_implementation=settings.attn_implementation
         )
         if tokenizer is None:
             raise DataError(f"{path}: no tokenizer files in the checkpoint directory; save it with its tokenizer")
         if settings.attn_implementation == "sdpa":
             model.model.set_visual_attn_implementation("sdpa")
+        self._setup(model, tokenizer, settings, path, digest)
+        log.info("loaded %s in %.1f s", path, time.perf_counter() - start)
+
+    @classmethod
+    def from_model(
+        cls, model: Any, tokenizer: Any, settings: InferSettings, name: str = "in-memory", digest: str = "in-memory"
+    ) -> Engine:
+        """An engine around a model already in memory (benchmarks); its device and dtype are the model's."""
+        engine = cls.__new__(cls)
+        engine._setup(model, tokenizer, settings, Path(name), digest)
+        return engine
+
+    def _setup(self, model: Any, tokenizer: Any, settings: InferSettings, path: Path, digest: str) -> None:
+        self.checkpoint, self.settings, self.digest = path, settings, digest
         self.model = model.eval()
         self.tokenizer = tokenizer
+        self.device = model.lm_head.weight.device
+        self.dtype = model.lm_head.weight.dtype
         config = model.config
         if not config.use_matching:
             log.warning("%s: use_matching is off (not a stage-3 checkpoint): answers will have no <vid> times", path)
@@ -133,13 +147,10 @@ class Engine:
         answer.update(dtype=str(self.dtype).removeprefix("torch."), context_length=self.context_length)
         answer["stop_ids"] = self.stop_ids
         self.answer_settings = answer
-        self.fingerprint = fingerprint(
-            {"checkpoint": self.digest, "template": self.template.digest(), "settings": answer}
-        )
+        self.fingerprint = fingerprint({"checkpoint": digest, "template": self.template.digest(), "settings": answer})
         log.info(
-            "loaded %s in %.1f s on %s (%s); template %s, context %d, stop ids %s, fingerprint %s",
+            "%s on %s (%s): template %s, context %d, stop ids %s, fingerprint %s",
             path,
-            time.perf_counter() - start,
             self.device,
             answer["dtype"],
             self.template.name,
