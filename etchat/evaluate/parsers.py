@@ -91,15 +91,21 @@ def parse_dense_captions(answer: str) -> DenseCaptions | None:
     except (ValueError, AssertionError):  # the official wraps this stage in a catch-all
         return None
     if not timestamps:
+        # Also reached when the paragraph stage found timestamps but no caption longer than 5 characters:
+        # its pairs are cut to the shorter list first, so the line fallback gets its chance.
         timestamps, sentences = _from_lines(answer)
-    n = min(len(timestamps), len(sentences))
-    if n == 0:
+    if not timestamps:
         return None
-    return DenseCaptions([[min(t), max(t)] for t in timestamps[:n]], sentences[:n])
+    return DenseCaptions([[min(t), max(t)] for t in timestamps], sentences)
 
 
 def _clean_captions(raw: list[str]) -> list[str]:
     return [c.strip().strip(", ").rstrip() for c in raw if len(c) > 5]
+
+
+def _paired(timestamps: list[list[float]], captions: list[str]) -> tuple[list[list[float]], list[str]]:
+    n = min(len(timestamps), len(captions))
+    return timestamps[:n], captions[:n]
 
 
 def _from_paragraph(text: str) -> tuple[list[list[float]], list[str]]:
@@ -108,12 +114,12 @@ def _from_paragraph(text: str) -> tuple[list[list[float]], list[str]]:
         captions = text
         for span in _DVC_HYPHEN_SPAN.findall(text):
             captions = captions.replace(span, "\n")  # all occurrences, in match order, as the official
-        return timestamps, _clean_captions(captions.replace("seconds", "").split("\n"))
+        return _paired(timestamps, _clean_captions(captions.replace("seconds", "").split("\n")))
     starts, ends = _DVC_START.findall(text), _DVC_END.findall(text)
     timestamps = [[float(s), float(e)] for s, e in zip(starts, ends, strict=False)]
     if timestamps:
         captions = _DVC_DESCRIPTION.findall(text) or _DVC_BULLET.findall(text)
-        return timestamps, _clean_captions(captions)
+        return _paired(timestamps, _clean_captions(captions))
     if _DVC_COMMA_FORM.findall(text):
         # The official asserts this list is empty right after filling it: the form always fails.
         raise AssertionError("'start time X, end time Y' form")
@@ -121,8 +127,11 @@ def _from_paragraph(text: str) -> tuple[list[list[float]], list[str]]:
 
 
 def _from_lines(answer: str) -> tuple[list[list[float]], list[str]]:
-    lines = answer.split("\n") if "\n" in answer else [p + "." for p in answer.split(".")]
-    for line in (x for x in lines if len(x) > 7):
+    if "\n" in answer:
+        lines = [x for x in answer.split("\n") if len(x) > 7]
+    else:  # the length test comes before '.' is put back
+        lines = [x + "." for x in answer.split(".") if len(x) > 7]
+    for line in lines:
         try:
             parts = [p.strip(",") for p in line.split("seconds")]
             start, end = _time_part(parts[0])
@@ -133,7 +142,14 @@ def _from_lines(answer: str) -> tuple[list[list[float]], list[str]]:
 
 
 def _window(t: float) -> tuple[float, float]:
-    return (t - _RADIUS, t + _RADIUS) if t > _RADIUS else (t, t + 2 * _RADIUS)
+    """The +-20 s window around a single time, read back from its text form 'lo - hi' as the official does.
+
+    The official formats the window with str() and splits it on '-': a start that Python prints with a
+    negative exponent ('5e-05') therefore does not parse, and the line is skipped.
+    """
+    lo, hi = (t - _RADIUS, t + _RADIUS) if t > _RADIUS else (t, t + 2 * _RADIUS)
+    parts = f"{lo} - {hi}".split("-")
+    return float(parts[0]), float(parts[1])
 
 
 def _mmss(text: str) -> int:
@@ -190,9 +206,9 @@ def clean_choice_answer(answer: str) -> str:
 
 
 def clean_gvq_answer(answer: str) -> str:
-    """GVQ: as RAR but the case is kept and both ends are stripped."""
+    """GVQ: as RAR but the case is kept (only the left end is stripped, as for RAR)."""
     text = answer[len(BEST_OPTION) :] if answer.lower().startswith(BEST_OPTION) else answer
-    return text.strip().strip("(").strip()
+    return text.lstrip().lstrip("(").lstrip()
 
 
 def leading_letter(cleaned: str) -> str | None:
@@ -209,8 +225,11 @@ def first_number(answer: str) -> float | None:
 
 
 def option_text(option: object) -> str:
-    """How an option is shown to the similarity model: strings as they are, [s, e] as 's - e'."""
-    if isinstance(option, list | tuple) and len(option) == 2:
+    """How an option is shown to the similarity model: strings as they are, [s, e] as 's - e'.
+
+    Any list is rendered from its first two items, as the official (a shorter list crashes it).
+    """
+    if isinstance(option, list | tuple) and len(option) >= 2:
         return f"{option[0]} - {option[1]}"
     return str(option)
 

@@ -87,6 +87,13 @@ def test_parse_intervals_clock_step_runs_when_no_digits_precede() -> None:
         ("0-5s: a man enters.\n5-10s: he sits.", [[0, 5], [5, 10]], ["s: a man enters.", "s: he sits."]),
         ("1:30 - 2:10 a man talks", [[2, 30]], [":10 a man talks"]),
         ("56 - 0 seconds, a woman is talking.", [[0, 56]], ["a woman is talking."]),
+        # Confirmed against the official code: a timestamp whose captions are all 5 characters or shorter
+        # leaves the paragraph stage empty-handed (pairs are cut to the shorter list), so the line
+        # fallback reads the whole answer as one line.
+        ("0 - 5 ok", [[0, 5]], ["0 - 5 ok."]),
+        ("3 - 9 seconds, ok\nmore", [[3, 9]], ["ok"]),
+        # 0.0001 prints as '0.0001': the +-20 s window text reads back fine
+        ("At 0.0001 seconds a man walks in\nthen he sits", [[0.0, 40.0]], ["a man walks in"]),
     ],
 )
 def test_parse_dense_captions_vectors(answer: str, timestamps: list, sentences: list) -> None:
@@ -103,11 +110,21 @@ def test_parse_dense_captions_vectors(answer: str, timestamps: list, sentences: 
         "3.. - 5 seconds, a woman talks",  # ValueError inside the paragraph stage
         "",
         "No events.",
-        "0 - 5 ok",  # a timestamp but no caption longer than 5 characters
+        "0 - 5",  # a timestamp, no caption longer than 5 characters and no line longer than 7
+        # the line fallback tests the length before putting '.' back: '12 secs' (7 characters) is skipped
+        "12 secs",
+        # 0.00005 s gives the window text '5e-05 - 40.00005', which the official cannot read back
+        "At 0.00005 seconds a man walks in\nthen he sits",
     ],
 )
 def test_parse_dense_captions_failures(answer: str) -> None:
     assert parse_dense_captions(answer) is None
+
+
+def test_parse_dense_captions_line_fallback_length_test_comes_before_the_period() -> None:
+    assert parse_dense_captions("12 secs") is None
+    parsed = parse_dense_captions("12 secs!")  # 8 characters
+    assert parsed is not None and parsed.timestamps == [[12, 52]] and parsed.sentences == ["12 secs!."]
 
 
 def test_parse_dense_captions_line_fallback_yields_one_segment() -> None:
@@ -122,12 +139,15 @@ def test_choice_helpers() -> None:
     assert paren_letter("no letter") is None
     assert clean_choice_answer("Best Option: (B) Opening") == "b) opening"
     assert clean_gvq_answer("Best option: (C) Three") == "C) Three"
+    assert clean_gvq_answer("  (B)\n") == "B)\n"  # only the left end is stripped, as in the official
+    assert leading_letter(clean_gvq_answer("B\n")) is None  # 'B' then a line break: no letter
     assert leading_letter("b) opening") == "b"
     assert leading_letter("b") == "b"
     assert leading_letter("a man walks") == "a"  # the article reads as option A, as in the official
     assert leading_letter("because") is None
     assert leading_letter("") is None
     assert option_text([12.5, 20.0]) == "12.5 - 20.0"
+    assert option_text([1, 2, 3]) == "1 - 2"  # the official renders any list from its first two items
     assert option_text("Opening something") == "Opening something"
     assert remove_nonascii("café ok") == "caf  ok"
 
