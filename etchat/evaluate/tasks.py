@@ -2,9 +2,10 @@
 
 Each scorer returns the official keys for one source, rounded as the official script rounds them, plus
 the list of answers it could not read. Rounding: Python's `round(x, 5)` on Python floats, except the
-dense-captioning values, which the official computes with `np.mean` and so rounds with numpy's
-round-half-even on a float64 (spec §14); we keep those as `np.float64` on purpose, so that the task-level
-mean over sources is rounded the same way too.
+dense-captioning caption metrics (BLEU ... SentSim), which the official averages with `np.mean` and so
+rounds with numpy's round-half-even on a float64 (spec §14); we keep those as `np.float64` on purpose,
+so that the task-level mean over sources is rounded the same way too. The DVC/SLC `F1` values are
+Python floats (Python rounding), as in the official script.
 """
 
 from __future__ import annotations
@@ -146,7 +147,8 @@ def read_gvq_choice(answer: str, options: Sequence[Any], gt: int, strict: bool) 
         return ChoiceReading(letters[letter] == gt, failed=False)
     if strict:
         return ChoiceReading(False, failed=True)
-    return ChoiceReading(None, failed=True, query=cleaned, candidates=_similarity_candidates(options))
+    # Unlike RAR/ECA/RVQ, the official GVQ stage does not count a similarity fallback as Failed.
+    return ChoiceReading(None, failed=False, query=cleaned, candidates=_similarity_candidates(options))
 
 
 def resolve(reading: ChoiceReading, gt: int, sim: Similarity) -> bool:
@@ -266,6 +268,11 @@ def score_gvq(samples: Sequence[Sample], sim: Similarity, strict: bool = False) 
 # TAL (§4.5), EVS (§4.6), VHD (§4.7)
 
 
+def _float32_fraction(count: int, n: int) -> float:
+    """`count / n` as the official's `(bool_tensor).float().mean().item()`: a float32 quotient."""
+    return float(np.float32(count) / np.float32(n))
+
+
 def score_tal(samples: Sequence[Sample]) -> SourceScore:
     """TAL: per sample, F1 of all parsed windows against all GT windows (no one-to-one matching)."""
     issues: list[Issue] = []
@@ -281,8 +288,8 @@ def score_tal(samples: Sequence[Sample]) -> SourceScore:
             t32 = np.float32(t)  # tensor comparisons: the threshold is cast to float32
             if iou.max() < t32:
                 continue
-            rec = int((iou.max(axis=1) >= t32).sum()) / iou.shape[0]
-            prc = int((iou.max(axis=0) >= t32).sum()) / iou.shape[1]
+            rec = _float32_fraction(int((iou.max(axis=1) >= t32).sum()), iou.shape[0])
+            prc = _float32_fraction(int((iou.max(axis=0) >= t32).sum()), iou.shape[1])
             if prc + rec == 0:
                 # NaN IoUs (zero-length or reversed GT) pass the max() guard; the official divides by zero.
                 issue = Issue(s.task, s.source, s.idx, "NaN IoU (zero-length or reversed GT window)")
@@ -425,7 +432,8 @@ def finish_dense(plan: DensePlan, group_scores: list[list[dict[str, float]]]) ->
     values = dict(plan.values)
     if plan.scale == 0:
         values.update({f"F1@{t}": 0.0 for t in THRESHOLDS})
-        values.update(dict.fromkeys(("F1", *CAPTION_METRICS), np.float64(0.0)))
+        values["F1"] = 0.0
+        values.update(dict.fromkeys(CAPTION_METRICS, np.float64(0.0)))
         return SourceScore(values, plan.issues)
     f1s = []
     for p, r in zip(plan.precision, plan.recall, strict=True):
@@ -433,7 +441,8 @@ def finish_dense(plan: DensePlan, group_scores: list[list[dict[str, float]]]) ->
         f1s.append(2 * p * r / (p + r) if p + r > 0 else 0.0)
     per_threshold = [mean_over_videos(scores) for scores in group_scores]
     values.update({f"F1@{t}": round(f, 5) for t, f in zip(THRESHOLDS, f1s, strict=True)})
-    values["F1"] = np.round(np.mean(f1s), 5)
+    values["F1"] = round(sum(f1s) / len(f1s), 5)  # Python floats: Python rounding
     for key in CAPTION_METRICS:
-        values[key] = np.round(np.mean([m[key] for m in per_threshold]), 5)
+        per_t = [m[key] for m in per_threshold]  # np.float64: round() is numpy's round-half-even
+        values[key] = round(sum(per_t) / len(per_t), 5)
     return SourceScore(values, plan.issues)

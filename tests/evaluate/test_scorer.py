@@ -35,7 +35,7 @@ def _fake_results(values: dict[str, dict[str, float]]) -> dict[str, dict[str, T.
         for src, v in by_src.items():
             keys = {"rar": ["Acc"], "eca": ["Acc"], "rvq": ["Acc"], "tem": ["mRec"], "gvq": ["mRec", "Acc"],
                     "dvc": ["F1", "SentSim"], "slc": ["F1", "SentSim"]}.get(task, ["F1"])  # fmt: skip
-            vals = {"Total": 1, "Failed": 0, **{k: (np.float64(v) if task in ("dvc", "slc") else v) for k in keys}}
+            vals = {"Total": 1, "Failed": 0, **{k: (np.float64(v) if k == "SentSim" else v) for k in keys}}
             out.setdefault(task, {})[src] = T.SourceScore(vals)
     return out
 
@@ -52,10 +52,12 @@ def test_overall_and_merged_formulas() -> None:
 
 def test_task_mean_rounding_follows_the_official_types() -> None:
     # Two sources averaging to a 5-decimal tie: Python's round on a Python float, numpy's on np.float64.
+    # In the official, DVC/SLC F1 are Python floats and only the caption metrics (SentSim) are np.float64.
     vals = {"tvg": {"a": 0.24291, "b": 0.24292}, "dvc": {"a": 0.24291, "b": 0.24292}}
     m = _aggregate(_fake_results(vals), 4, ScoreOptions(), {})
     assert m.tasks["tvg"]["F1"] == round((0.24291 + 0.24292) / 2, 5) == 0.24291
-    assert m.tasks["dvc"]["F1"] == 0.24292
+    assert m.tasks["dvc"]["F1"] == 0.24291
+    assert m.tasks["dvc"]["SentSim"] == 0.24292
 
 
 def test_partial_task_set_scores_what_is_present() -> None:

@@ -127,6 +127,30 @@ def test_gvq_wrong_letter_is_final_and_recall_needs_the_right_answer() -> None:
     assert (values["Acc"], values["mRec"], values["Failed"]) == (0.0, 0.0, 0)
 
 
+def test_gvq_similarity_fallback_is_not_failed() -> None:
+    # Confirmed against the official code: GVQ counts only empty answers (and hits without a window) as
+    # Failed; a similarity fallback is not (unlike RAR/ECA/RVQ).
+    opts = ["One", "Two", "Three", "Four"]
+    s = sample("gvq", "Three things happen in 235.5 - 241.6 seconds.", o=opts, p=2, tgt=[235.5, 241.6])
+    values = T.score_gvq([s], lambda a, b: 1.0 if b.startswith("(C)") else 0.0).values
+    assert (values["Acc"], values["mRec"], values["Failed"]) == (1.0, 1.0, 0)
+
+
+def test_gvq_only_the_left_end_is_stripped() -> None:
+    # 'B' followed by a line break is no leading letter in the official (its second character is '\n'),
+    # so the similarity fallback decides, here for option A: a miss.
+    opts = ["One", "Two", "Three", "Four"]
+    asked = []
+
+    def sim(a: str, b: str) -> float:
+        asked.append(a)
+        return 1.0 if b.startswith("(A)") else 0.0
+
+    values = T.score_gvq([sample("gvq", "  B\n", o=opts, p=1, tgt=[0, 10])], sim).values
+    assert (values["Acc"], values["Failed"]) == (0.0, 0)
+    assert asked[0] == "B\n"  # the query keeps its right end
+
+
 # ------------------------------------------------------------------------------------------ grounding
 
 
@@ -170,6 +194,18 @@ def test_tal_vector() -> None:
     values = T.score_tal(samples).values
     assert values["F1"] == 0.48889 and values["Failed"] == 1
     assert values["F1@0.1"] == values["F1@0.7"] == 0.48889
+
+
+def test_tal_recall_and_precision_are_float32_means() -> None:
+    # The official takes (hits >= t).float().mean(): float32 quotients. 5 of 9 predictions and 7 of 13 GT
+    # windows matched give F1 0.546875 in float64 (rounds to 0.54687) but 0.54687500... from the float32
+    # quotients (0.54688), the official value.
+    gt = [[0, 10]] * 7 + [[100 + 20 * k, 110 + 20 * k] for k in range(6)]
+    answer = ", ".join(["0 - 10"] * 5 + ["900 - 910", "920 - 930", "940 - 950", "960 - 970"])
+    values = T.score_tal([sample("tal", answer, tgt=gt)]).values
+    assert values["F1@0.7"] == values["F1"] == 0.54688
+    p, r = 5 / 9, 7 / 13
+    assert round(2 * p * r / (p + r), 5) == 0.54687
 
 
 def test_tal_zero_length_gt_is_listed_not_a_crash() -> None:
@@ -231,6 +267,17 @@ def test_dense_finish_f1_and_numpy_rounding() -> None:
     assert values["F1"] == 1.0 and values["F1@0.7"] == 1.0
     assert values["SentSim"] == 0.24292 and round(0.242915, 5) == 0.24291
     assert isinstance(values["SentSim"], np.floating)
+
+
+def test_dense_f1_is_python_rounded() -> None:
+    # Confirmed against the official code: F1 is round(sum(f1s) / len(f1s), 5) of Python floats, so the
+    # same tie that numpy rounds up (captions above) is rounded down here.
+    plan = T.plan_dense([_dense(0, "0 - 10 seconds, a man cooks. 10 - 20 seconds, he eats.")], random.Random(0))
+    plan.precision = plan.recall = [0.242915] * 4
+    one = dict.fromkeys(T.CAPTION_METRICS, 0.5)
+    values = T.finish_dense(plan, [[one] for _ in T.THRESHOLDS]).values
+    assert values["F1"] == 0.24291 and type(values["F1"]) is float
+    assert values["F1@0.1"] == 0.24291
 
 
 def test_dense_nothing_parsed_is_all_zero() -> None:
