@@ -262,6 +262,16 @@ def score_caption_groups(groups: Sequence[CaptionGroup], embedder) -> list[dict[
     return CaptionScoring(groups, embedder).start().finish()
 
 
+BLEU_KEYS = CAPTION_METRICS[:4]
+
+
 def mean_over_videos(per_video: Sequence[dict[str, float]]) -> dict[str, np.float64]:
-    """Official: np.mean over the videos of each metric (BLEU as a 4-vector, the same thing)."""
-    return {k: np.mean([v[k] for v in per_video]) for k in CAPTION_METRICS}
+    """Official: np.mean over the videos of each metric.
+
+    BLEU-1..4 are averaged as rows of one (videos x 4) array along axis 0, as the official does; that
+    sums sequentially, where np.mean of a 1-D list sums pairwise, so the two can differ in the last bit.
+    """
+    out = {k: np.mean([v[k] for v in per_video]) for k in CAPTION_METRICS[4:]}
+    bleu = np.mean([[v[k] for k in BLEU_KEYS] for v in per_video], axis=0)
+    out.update({k: bleu[i] for i, k in enumerate(BLEU_KEYS)})
+    return {k: out[k] for k in CAPTION_METRICS}

@@ -133,8 +133,13 @@ class SentenceEmbedder:
         return torch.mm(self.embed([a]), self.embed([b]).T).item()
 
     def mean_pair_sim(self, hyps: Sequence[str], refs: Sequence[str]) -> float:
-        """Official SentSim of one video: the mean of the diagonal of dot_score(refs, hyps), in float32."""
+        """Official SentSim of one video: the mean of the diagonal of dot_score(refs, hyps).
+
+        The dot products are float32; the official takes each as a Python float and averages them with
+        Python's sum / len (float64), not with a float32 tensor mean.
+        """
         import torch
 
         ref_emb, hyp_emb = self.embed(refs), self.embed(hyps)
-        return torch.mm(ref_emb, hyp_emb.T).diag().mean().item()
+        diag = torch.mm(ref_emb, hyp_emb.T).diag().tolist()
+        return sum(diag) / len(diag)

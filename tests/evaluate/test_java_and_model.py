@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from etchat.evaluate.captions import CaptionGroup, CaptionScoring, MeteorProcess, ptb_tokenize
+from etchat.evaluate.captions import (
+    CAPTION_METRICS,
+    CaptionGroup,
+    CaptionScoring,
+    MeteorProcess,
+    mean_over_videos,
+    ptb_tokenize,
+)
 from etchat.evaluate.similarity import SentenceEmbedder
 
 TRICKY = [
@@ -100,3 +108,22 @@ def test_uncached_embedder_gives_the_same_similarities(embedder: SentenceEmbedde
     hyps, refs = ["a man cuts the onion", "he stirs"], ["a man cuts an onion", "qwertyuiop"]
     assert plain.mean_pair_sim(hyps, refs) == embedder.mean_pair_sim(hyps, refs)
     assert 0.5 < embedder.sim("a man cuts an onion", "a man cuts the onion") <= 1.0 + 1e-6
+
+
+def test_sentsim_is_a_python_mean_of_the_float32_dot_products(embedder: SentenceEmbedder) -> None:
+    # Official `compute_score`: each diagonal dot product as a Python float, then sum / len in float64.
+    hyps = ["a man cuts the onion", "he stirs", "she pours water", "a child throws a box"]
+    refs = ["a man cuts an onion", "qwertyuiop", "the woman pours some water", "a kid holds a box"]
+    diag = torch.mm(embedder.embed(refs), embedder.embed(hyps).T).diag()
+    assert embedder.mean_pair_sim(hyps, refs) == sum(d.item() for d in diag) / len(diag)
+
+
+def test_bleu_is_averaged_over_videos_as_one_array_along_axis_0() -> None:
+    # The official averages BLEU as np.mean(rows, axis=0), which sums sequentially; np.mean of a 1-D list
+    # sums pairwise and differs in the last bit for these nine values.
+    vals = [0.8102172359965896, 0.9021659504395827, 0.3101475693193326, 0.7298317482601286, 0.8988382879679935,
+            0.6839839319154413, 0.47214271545271336, 0.1007012080683658, 0.4341718354537837]  # fmt: skip
+    per_video = [dict.fromkeys(CAPTION_METRICS, v) for v in vals]
+    means = mean_over_videos(per_video)
+    assert means["Bleu_1"] == means["Bleu_4"] == np.mean([[v] * 4 for v in vals], axis=0)[0]
+    assert means["METEOR"] == means["SentSim"] == np.mean(vals) != means["Bleu_1"]
