@@ -2,8 +2,8 @@
 # shard appending to its resumable answer log, then merged into predictions.json for the scorers.
 
 
-# Shard jobs per benchmark; `--set-scatter infer_etbench=N` overrides the config value. Changing N starts new
-# shard logs (the split is strided: sample i goes to shard i mod N).
+# Shard jobs per benchmark; `--set-scatter infer_etbench=N` overrides the config value. The split is strided (sample
+# i goes to shard i mod N); with another N the new shards take over the finished answers of the old logs.
 scattergather:
     infer_etbench=config["infer"]["etbench"]["shards"],
     infer_charades=config["infer"]["charades"]["shards"],

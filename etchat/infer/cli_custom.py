@@ -43,7 +43,9 @@ def run(args: argparse.Namespace) -> int:
     if settings.limit is not None:
         samples = samples[: settings.limit]
     engine = Engine(args.checkpoint, settings)
-    summary = ShardRunner(engine, "custom", args.out).run(samples)
+    runner = ShardRunner(engine, "custom", args.out)
+    runner.adopt = False  # the folder is the user's: its other files are not shard logs
+    summary = runner.run(samples)
     # Keep one line per question, in the questions' order (older lines of other settings are dropped).
     state = AnswerLog(args.out).state(engine.fingerprint, {s.key: s.digest for s in samples})
     lines = [state.answers.get(s.key) or state.errors.get(s.key) for s in samples]

@@ -79,6 +79,8 @@ class ShardRunner:
         self.engine = engine
         self.benchmark = benchmark
         self.log_path = Path(log_path)
+        # Take over valid answers from the other shard logs (`*-of-*.jsonl`) in the same folder (see `_adopt`).
+        self.adopt = True
         # Videos the compression step reported as failed (path -> reason), to say why a video is missing.
         self.failed_videos: dict[str, str] = {}
         self._failures = 0
@@ -100,7 +102,13 @@ class ShardRunner:
             device=str(engine.device),
         )
         with AnswerLog(self.log_path) as answers:
-            state = answers.state(engine.fingerprint, {s.key: s.digest for s in samples})
+            digests = {s.key: s.digest for s in samples}
+            state = answers.state(engine.fingerprint, digests)
+            adopted = self._adopt(state.answers, digests)
+            if adopted:
+                answers.append(adopted)
+                state.answers.update((line["key"], line) for line in adopted)
+                log.info("%d answers taken over from other shard logs in %s", len(adopted), self.log_path.parent)
             summary.stale_lines = state.stale
             summary.reused = len(state.answers)
             pending = [s for s in samples if s.key not in state.answers]
@@ -151,6 +159,23 @@ class ShardRunner:
             summary.seconds,
         )
         return summary
+
+    def _adopt(self, have: dict[str, dict[str, Any]], digests: dict[str, str]) -> list[dict[str, Any]]:
+        """Valid answers for this shard's samples found in the other logs of the folder (e.g. written with another
+        shard count), so that changing the number of shards recomputes nothing."""
+        if not self.adopt:
+            return []
+        found: dict[str, dict[str, Any]] = {}
+        for other in sorted(self.log_path.parent.glob("*-of-*.jsonl")):
+            if other == self.log_path:
+                continue
+            try:  # read only: another shard may be appending to it right now
+                answers = AnswerLog(other).state(self.engine.fingerprint, digests, repair=False).answers
+            except DataError as err:
+                log.warning("not taking answers from %s: %s", other, err)
+                continue
+            found.update((key, line) for key, line in answers.items() if key not in have)
+        return [found[key] for key in digests if key in found]
 
     @staticmethod
     def _count(summary: ShardSummary, line: dict[str, Any]) -> None:

@@ -73,10 +73,10 @@ class AnswerLog:
                     os.fsync(f.fileno())
         return lines
 
-    def state(self, fingerprint: str, digests: Mapping[str, str]) -> LogState:
+    def state(self, fingerprint: str, digests: Mapping[str, str], repair: bool = True) -> LogState:
         """Sort the lines into reusable answers, errors to retry, stale and foreign lines (the last line wins)."""
         out = LogState()
-        for line in self.read():
+        for line in self.read(repair=repair):
             key = line.get("key")
             if key not in digests:
                 out.foreign += 1

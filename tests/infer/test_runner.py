@@ -209,3 +209,18 @@ def test_charades_predictions_are_what_the_scorer_reads(engine_for, charades_fil
     out.write_text(json.dumps(result.predictions))
     metrics = charades_metrics(load_charades_predictions(out))
     assert metrics["Total"] == 3 and 0 <= metrics["mIoU"] <= 1
+
+
+def test_a_new_shard_count_takes_over_the_finished_answers(engine_for, etbench_file, videos, tmp_path):
+    engine = engine_for(decoding="greedy")
+    samples = etbench_samples(etbench_file(), videos)
+    first = ShardRunner(engine, "etbench", tmp_path / "1-of-1.jsonl").run(samples[:4])
+    assert first.answered == 4
+    for shard in (1, 2):
+        mine = [s for s in samples if s.index % 2 == shard - 1]
+        summary = ShardRunner(engine, "etbench", tmp_path / f"{shard}-of-2.jsonl").run(mine, shard, 2)
+        assert summary.reused == 2 and summary.answered == len(mine) - 2  # of samples 0-3, two are in each shard
+    lines = read_lines(tmp_path / "1-of-2.jsonl") + read_lines(tmp_path / "2-of-2.jsonl")
+    assert sorted(line["key"] for line in lines) == sorted(s.key for s in samples)
+    old = {line["key"]: line for line in read_lines(tmp_path / "1-of-1.jsonl")}
+    assert all(line == old[line["key"]] for line in lines if line["key"] in old)
