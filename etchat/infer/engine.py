@@ -25,6 +25,7 @@ from etchat.video.sampling import read_video
 from etchat.video.transforms import get_transform
 
 from .digest import checkpoint_digest
+from .gpus import claim_gpu
 from .prompts import build_prompt, is_multiple_choice, template_for, tokenize_prompt
 from .samples import InferSample
 from .settings import InferSettings, fingerprint
@@ -58,10 +59,14 @@ class Prepared:
 
 
 def resolve_device(name: str) -> torch.device:
+    """CPU, or the GPU this job claims (the current device; see `gpus.claim_gpu`)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise DataError("infer.device is cuda but no CUDA device is visible; use device: auto or cpu")
+    if name == "cuda":
+        claim_gpu()
+        return torch.device("cuda", torch.cuda.current_device())
     return torch.device(name)
 
 

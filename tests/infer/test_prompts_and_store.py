@@ -118,3 +118,22 @@ def test_a_damaged_line_in_the_middle_is_an_error_naming_the_file(tmp_path):
     path.write_text('{"key": "a"}\nnot json\n{"key": "b"}\n')
     with pytest.raises(DataError, match="s.jsonl: line 2"):
         AnswerLog(path).read()
+
+
+def test_shard_jobs_on_one_machine_claim_different_gpus(monkeypatch, tmp_path):
+    from etchat.infer import gpus
+
+    current = []
+    monkeypatch.setattr(gpus.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(gpus.torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(gpus.torch.cuda, "set_device", current.append)
+    monkeypatch.setattr(gpus, "_held", [])
+    assert gpus.claim_gpu(tmp_path) == 0 and gpus.claim_gpu(tmp_path) == 1
+    assert gpus.claim_gpu(tmp_path) is None  # both held (flock is per open file, so this works in one process)
+    assert current == [0, 1]
+    gpus._held.pop(0).close()  # the job holding GPU 0 ends
+    assert gpus.claim_gpu(tmp_path) == 0
+    for handle in gpus._held:
+        handle.close()
+    monkeypatch.setattr(gpus.torch.cuda, "device_count", lambda: 1)
+    assert gpus.claim_gpu(tmp_path) is None  # one GPU (e.g. a SLURM job's): nothing to choose
