@@ -220,7 +220,9 @@ class Engine:
                 src = [float(np.abs(arr - t).argmin()) for t in sample.src]
         max_new = min(s.max_new_tokens, self.context_length - (text_len + keep))
         if max_new < s.max_new_tokens:
-            warnings.append(f"answer limited to {max_new} tokens by the context of {self.context_length}")
+            message = f"answer limited to {max_new} tokens by the context of {self.context_length}"
+            log.warning("sample %s: %s", sample.key, message)
+            warnings.append(message)
         return Prepared(
             sample=sample,
             prompt=prompt,
