@@ -27,6 +27,7 @@ report: "report/workflow.rst"
 
 include: "rules/data.smk"
 include: "rules/compress.smk"
+include: "rules/train.smk"
 include: "rules/infer.smk"
 
 

@@ -90,7 +90,122 @@ def final_outputs():
     if VIDEO_SETS:
         outputs += expand("results/compress/{vset}/summary.json", vset=VIDEO_SETS)
         outputs.append("results/compress/summary.tsv")
+    outputs += train_outputs()
     outputs += infer_outputs()
+    return outputs
+
+
+# ---------------------------------------------------------------------------------------------- training
+TRAIN = config["train"]
+MODEL = config["model"]
+TRAIN_STAGES = TRAIN["stages"]
+
+
+def model_for_inference():
+    """The checkpoint directory inference evaluates: the stage 3 trained here when `train.stages` contains 3
+    (demo, paper, from-stage2), else `infer.checkpoint` (the released preset, `train.stages: []`)."""
+    return "results/models/stage3" if 3 in TRAIN_STAGES else config["infer"]["checkpoint"]
+
+
+def train_nproc():
+    """Workers of a training job: one per GPU, or `train.cpu_processes` on CPU."""
+    return TRAIN["gpus"] if TRAIN["gpus"] > 0 else TRAIN["cpu_processes"]
+
+
+def train_launcher():
+    """torchrun on one node with a free rendezvous port, running `etchat` in each worker (snakemake.md §2.4)."""
+    return f"{_PYTHON} -m torch.distributed.run --standalone --nnodes 1 --nproc_per_node {train_nproc()} -m etchat"
+
+
+def train_annotation(stage):
+    name = f"stage{stage}"
+    if name not in ANNOTATIONS:
+        raise WorkflowError(f"train.stages has {stage} but annotations.files.{name} is null; configure the file")
+    return name
+
+
+def train_video_set(stage):
+    """The video set whose `videos` tree is the stage's annotation video_root (its videos are read compressed)."""
+    root = os.path.normpath(ANNOTATIONS[train_annotation(stage)]["video_root"])
+    for name in VIDEO_SETS:
+        if os.path.normpath(config["video_sets"][name]["videos"]) == root:
+            return name
+    return None
+
+
+def train_start(stage):
+    """The checkpoint directory stage `stage` starts from (None: stage 1 from the original base weights)."""
+    stage = int(stage)
+    if stage != TRAIN_STAGES[0]:
+        return f"results/models/stage{stage - 1}"
+    if stage == 1:
+        return "results/models/base" if MODEL["init"] == "demo" else None
+    if not TRAIN["start_checkpoint"]:
+        raise WorkflowError(
+            f"train.stages starts at {stage}: set train.start_checkpoint to the stage-{stage - 1} checkpoint directory"
+        )
+    return TRAIN["start_checkpoint"]
+
+
+def train_inputs(wildcards):
+    stage = int(wildcards.stage)
+    inputs = {"annotations": checked_annotation(train_annotation(stage))}
+    vset = train_video_set(stage)
+    if vset:
+        inputs["manifest"] = f"results/compress/{vset}/manifest.tsv"
+    start = train_start(stage)
+    if start:
+        inputs["init"] = start
+    else:
+        inputs.update(llm=MODEL["llm_dir"], eva=MODEL["eva_vit"], qformer=MODEL["qformer"])
+    return inputs
+
+
+def train_video_options(stage):
+    """Where a stage reads its videos: the compressed tree (or the originals of a set that is only checked), with
+    the compression manifest that says which videos failed; the annotation's video_root when no set matches."""
+    vset = train_video_set(stage)
+    if not vset:
+        return f"--video-root {ANNOTATIONS[train_annotation(stage)]['video_root']}"
+    entry = config["video_sets"][vset]
+    root = entry["compressed"] if entry["compress"] else entry["videos"]
+    return f"--manifest results/compress/{vset}/manifest.tsv --video-root {root}"
+
+
+def train_options(wildcards):
+    """The media and the start checkpoint of a training stage, as `etchat train` options."""
+    stage = int(wildcards.stage)
+    options = train_video_options(stage)
+    entry = ANNOTATIONS[train_annotation(stage)]
+    if "image_root" in entry:
+        options += f" --image-root {entry['image_root']}"
+    start = train_start(stage)
+    return options + (f" --init {start}" if start else "")
+
+
+def probe_options():
+    return train_video_options(3) if grounding_probe_enabled() else ""
+
+
+def train_settings(wildcards):
+    """The train: section with only this stage's hyper-parameters (editing stage 3's does not re-run stage 1)."""
+    stage = int(wildcards.stage)
+    common = {k: v for k, v in TRAIN.items() if k not in ("stage1", "stage2", "stage3")}
+    return json.dumps({**common, f"stage{stage}": TRAIN[f"stage{stage}"]}, sort_keys=True)
+
+
+def train_base_corpus():
+    return [checked_annotation(f"stage{s}") for s in (1, 2, 3) if f"stage{s}" in ANNOTATIONS]
+
+
+def grounding_probe_enabled():
+    return 3 in TRAIN_STAGES and (TRAIN["stage3"] or {}).get("holdout_fraction", 0) > 0
+
+
+def train_outputs():
+    outputs = expand("results/train/stage{stage}/summary.json", stage=TRAIN_STAGES)
+    if grounding_probe_enabled():
+        outputs.append("results/train/stage3/grounding.json")
     return outputs
 
 

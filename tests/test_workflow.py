@@ -80,6 +80,7 @@ def _real_data_config(tmp_path: Path, **compress) -> dict:
         "mine": {"videos": "data/mine/videos", "compressed": "data/mine/videos_compressed", "compress": True}
     }
     config["annotations"]["files"] = {}
+    config["train"]["stages"] = []  # no training data: compression only
     config["compress"].update(preset="veryfast", **compress)
     videos = tmp_path / "data/mine/videos"
     videos.mkdir(parents=True)
