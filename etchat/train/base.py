@@ -2,8 +2,8 @@
 
 The tokenizer is a byte-level BPE trained locally on the training conversations (`build_demo_tokenizer`: Phi-3's
 chat tokens and `<vid>` as special tokens, bos `<s>`, pad = eos = `<|endoftext|>`). The model is
-`tiny_config(model.demo_size)` with stage-1 fields, the demo transform (`clip_center_<image size>`) and, as an
-option of the demo, fan-in initialised matching heads (used from stage 3 on). Real runs start stage 1 from the
+`tiny_config(model.demo_size)` with stage-1 fields, the demo transform (`clip_center_<image size>`), and two
+options of the demo: fan-in initialised matching heads (used from stage 3 on) and the Q-Former's dropout. Real runs start stage 1 from the
 original base weights instead (`model.init: base`), inside `etchat train`.
 """
 
@@ -59,6 +59,7 @@ def build_base(model_settings: dict, annotation_files: Sequence[str | Path], out
             stage=1,
             fan_in_heads=model_settings["fan_in_heads"],
             vision_processor=f"clip_center_{image_size}",
+            qformer_dropout=model_settings["demo_qformer_dropout"],
         )
         torch.manual_seed(model_settings["seed"])
         model = build_model(config)

@@ -247,3 +247,23 @@ def test_media_source_reads_the_compression_manifest(tmp_path):
     media = MediaSource.from_manifest(manifest, Path("v"), None)
     assert media.video_status == {"a.mp4": "ok", "b.mp4": "no video stream"}
     assert media.video_durations == {"a.mp4": 3.5}
+
+
+# ---------------------------------------------------------------------------------------------- working directory
+def test_workdir_keeps_only_complete_checkpoints_of_its_fingerprint(tmp_path):
+    from etchat.train.workdir import WorkDir
+
+    work = WorkDir(tmp_path / "work")
+    assert work.claim("a", {}) is False  # fresh
+    for step in (2, 4, 6):
+        (work.checkpoints / f"checkpoint-{step}").mkdir(parents=True)
+    work.mark_complete(2, keep=None)
+    work.mark_complete(4, keep=None)  # checkpoint-6 was being written when the process died
+    assert work.latest() == work.checkpoints / "checkpoint-4"
+    assert work.claim("a", {}) is True
+    assert work.remove_incomplete() == [work.checkpoints / "checkpoint-6"]
+    work.mark_complete(4, keep=1)  # rotation keeps the newest complete one
+    assert [p.name for _, p in work.complete_checkpoints()] == ["checkpoint-4"]
+    (work.root / "metrics.live.tsv").write_text("x")
+    assert work.claim("b", {}) is False  # other settings or inputs: start afresh
+    assert work.latest() is None and not (work.root / "metrics.live.tsv").exists()

@@ -106,7 +106,9 @@ def test_each_stage_trains_and_its_loss_falls(stages, stage):
     out = stages[stage]
     metrics = pd.read_csv(out / "metrics.tsv", sep="\t")
     assert metrics["step"].tolist() == list(range(1, 9))
-    assert metrics["loss"].iloc[-3:].mean() < metrics["loss"].iloc[:3].mean() - 0.05, metrics["loss"].tolist()
+    # The LM loss is in every micro-batch (the matching loss only in those with timestamps: the total jumps).
+    lm = metrics["lm_loss"]
+    assert lm.iloc[-3:].mean() < lm.iloc[:3].mean() - 0.02, lm.tolist()
     assert (metrics["lm_loss"] > 0).all() and (metrics["samples_per_s"].iloc[1:] > 0).all()
     assert metrics["match_loss"].notna().any() == (stage == 3)
     summary = json.loads((out / "summary.json").read_text())
