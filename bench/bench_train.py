@@ -7,7 +7,8 @@ results/models/stage1..2 as the starts of stages 2..3; results/models/base for s
 from its metrics (median over the steps after the first), then times `--steps` steps of the plain loop on batches
 drawn from the same dataset. The ratio is the cost of the Trainer + DeepSpeed path.
 
-Usage: python bench/bench_train.py [--steps 20] [--threads 1] [--stages 1 2 3]
+Usage: python bench/bench_train.py [--steps 20] [--threads 1] [--stages 1 2 3] [--workdir DIR]
+(`--workdir`: where the finished demo run is, default the repository.)
 Times depend on machine load: compare figures from the same run only.
 """
 
@@ -60,7 +61,8 @@ def trainer_rate(config: dict, stage: int, steps: int, work: Path) -> tuple[floa
         "--summary", str(out / "summary.json"), "--heldout", str(out / "heldout.json"),
     ]  # fmt: skip
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(cmd, cwd=Path.cwd(), capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start
     if proc.returncode:
         raise SystemExit(f"etchat train --stage {stage} failed:\n{proc.stderr[-3000:]}")
@@ -118,11 +120,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--stages", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--workdir", type=Path, default=REPO, help="directory of a finished demo run")
     args = parser.parse_args()
-    os.chdir(REPO)
+    os.chdir(args.workdir)
     torch.set_num_threads(args.threads)
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
-    config = load_config([REPO / "config.yaml"])
+    config = load_config([args.workdir / "config.yaml"])
     config["train"]["threads"] = args.threads
     missing = [
         p for s in args.stages for p in (STARTS[s], f"results/annotations/stage{s}.json") if not Path(p).exists()

@@ -143,8 +143,8 @@ def main() -> None:
             report_to=[],
             remove_unused_columns=False,
             dataloader_num_workers=2 if cuda else 0,
-            gradient_checkpointing=args.checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False} if args.checkpointing else None,
+            activation_checkpointing=args.checkpointing,
+            activation_checkpointing_kwargs={"use_reentrant": False} if args.checkpointing else None,
             disable_tqdm=True,
         )
         trainer = ETChatTrainer(

@@ -3,8 +3,8 @@
 The tokenizer is a byte-level BPE trained locally on the training conversations (`build_demo_tokenizer`: Phi-3's
 chat tokens and `<vid>` as special tokens, bos `<s>`, pad = eos = `<|endoftext|>`). The model is
 `tiny_config(model.demo_size)` with stage-1 fields, the demo transform (`clip_center_<image size>`), and two
-options of the demo: fan-in initialised matching heads (used from stage 3 on) and the Q-Former's dropout. Real runs start stage 1 from the
-original base weights instead (`model.init: base`), inside `etchat train`.
+options of the demo: fan-in initialised matching heads (used from stage 3 on) and the Q-Former's dropout.
+Real runs start stage 1 from the original base weights instead (`model.init: base`), inside `etchat train`.
 """
 
 from __future__ import annotations

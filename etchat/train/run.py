@@ -205,8 +205,9 @@ def save_final(model: Any, tokenizer: Any, out: Path, dtype: str) -> None:
     """Write the full checkpoint to a temporary directory beside `out`, then rename it into place."""
     from etchat.model import save_checkpoint
 
+    for stale in out.parent.glob(f".{out.name}.tmp-*"):  # left by a process killed while saving
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     save_checkpoint(model, tmp, tokenizer, dtype=getattr(torch, dtype))
     if out.exists():
         shutil.rmtree(out)
@@ -353,8 +354,8 @@ def run(args: argparse.Namespace) -> int:
         report_to=[],
         remove_unused_columns=False,
         dataloader_num_workers=settings.dataloader_workers,
-        gradient_checkpointing=settings.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if settings.gradient_checkpointing else None,
+        activation_checkpointing=settings.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if settings.gradient_checkpointing else None,
         disable_tqdm=True,
     )
     trainer = ETChatTrainer(
