@@ -201,14 +201,17 @@ def add_lora(model: Any, settings: TrainSettings) -> Any:
     return get_peft_model(model, config)
 
 
-def save_final(model: Any, tokenizer: Any, out: Path, dtype: str) -> None:
-    """Write the full checkpoint to a temporary directory beside `out`, then rename it into place."""
+def save_final(model: Any, tokenizer: Any, out: Path, dtype: str, state: Any = None) -> None:
+    """Write the full checkpoint to a temporary directory beside `out`, then rename it into place. With `state` (the
+    Trainer's), its `trainer_state.json` (the loss log) goes with it, as in the released stage-3 directory."""
     from etchat.model import save_checkpoint
 
     for stale in out.parent.glob(f".{out.name}.tmp-*"):  # left by a process killed while saving
         shutil.rmtree(stale, ignore_errors=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     save_checkpoint(model, tmp, tokenizer, dtype=getattr(torch, dtype))
+    if state is not None:
+        state.save_to_json(str(tmp / "trainer_state.json"))
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)
@@ -388,7 +391,7 @@ def run(args: argparse.Namespace) -> int:
     if rank == 0:
         from etchat.train.trainer import metrics_rows, write_metrics
 
-        save_final(final, tokenizer, Path(args.out), settings.save_dtype)
+        save_final(final, tokenizer, Path(args.out), settings.save_dtype, trainer.state)
         rows = metrics_rows(trainer.state.log_history)
         write_metrics(rows, args.metrics)
         all_skipped = prepared.skipped + runtime_skips
