@@ -74,7 +74,7 @@ def trainer_rate(config: dict, stage: int, steps: int, work: Path) -> tuple[floa
 
 def plain_rate(config: dict, stage: int, steps: int) -> float:
     """The same model, trainable set and batches in a bare loop: forward, backward, AdamW step."""
-    from etchat.data.collate import TrainingCollator
+    from etchat.data.collate import ModalityGroupedSampler, TrainingCollator
     from etchat.data.dataset import DataSettings, MediaSource, prepare_dataset
     from etchat.io import read_json
     from etchat.train.run import TrainSettings, add_lora, hyper_for, load_start
@@ -99,12 +99,17 @@ def plain_rate(config: dict, stage: int, steps: int) -> float:
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     collate = TrainingCollator(tokenizer.pad_token_id, tokenizer.bos_token_id, spec.matching)
     batch_size = hyper.global_batch
-    generator = torch.Generator().manual_seed(0)
+    # Batches drawn as the trainer draws them: shuffled, or grouped by modality (stage 2).
+    if hyper.group_by_modality:
+        order = list(ModalityGroupedSampler(dataset.modalities, dataset.lengths, batch_size, 1, 0))
+    else:
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0)).tolist()
+    order = order * (1 + (steps + 1) * batch_size // len(order))
     model.train()
     times = []
     for step in range(steps + 1):
-        order = torch.randint(len(dataset), (batch_size,), generator=generator).tolist()
-        batch = collate([dataset[i] for i in order])  # frames cached after the first pass, as in the trainer
+        chunk = order[step * batch_size : (step + 1) * batch_size]
+        batch = collate([dataset[i] for i in chunk])  # frames cached after the first pass, as in the trainer
         batch.pop("skipped"), batch.pop("num_samples")
         start = time.perf_counter()
         model(**batch).loss.backward()

@@ -107,12 +107,13 @@ class ETChatTrainer(Trainer):
         if skipped:
             self._record_skipped(skipped)
         outputs = model(**inputs)
-        if outputs.lm_loss is not None:
-            self._parts[0] += float(outputs.lm_loss.detach())
-            self._parts[1] += 1
-        if outputs.match_loss is not None:
-            self._parts[2] += float(outputs.match_loss.detach())
-            self._parts[3] += 1
+        # Summed on the loss's device (no host sync per micro-step), reduced across workers when logged.
+        if self._parts.device != outputs.loss.device:
+            self._parts = self._parts.to(outputs.loss.device)
+        for slot, part in ((0, outputs.lm_loss), (2, outputs.match_loss)):
+            if part is not None:
+                self._parts[slot] += part.detach().double()
+                self._parts[slot + 1] += 1
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
     def _record_skipped(self, rows: list[SkipRow]) -> None:
@@ -134,10 +135,11 @@ class ETChatTrainer(Trainer):
         if "loss" in logs:
             parts = self._parts.clone()
             if dist.is_available() and dist.is_initialized():
-                dist.all_reduce(parts)  # gloo and nccl both take float64 on CPU; the sums are tiny
+                dist.all_reduce(parts)  # sums and counts of every worker (gloo and nccl both reduce float64)
             self._parts.zero_()
-            logs["lm_loss"] = parts[0].item() / parts[1].item() if parts[1] else float("nan")
-            logs["match_loss"] = parts[2].item() / parts[3].item() if parts[3] else float("nan")
+            lm_sum, lm_count, match_sum, match_count = parts.tolist()
+            logs["lm_loss"] = lm_sum / lm_count if lm_count else float("nan")
+            logs["match_loss"] = match_sum / match_count if match_count else float("nan")
             now, step = time.perf_counter(), self.state.global_step
             if self._last_log is not None and step > self._last_log[1]:
                 logs["samples_per_s"] = (step - self._last_log[1]) * self.global_batch / (now - self._last_log[0])
