@@ -29,6 +29,8 @@ include: "rules/data.smk"
 include: "rules/compress.smk"
 include: "rules/train.smk"
 include: "rules/infer.smk"
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
 
 
 rule all:

@@ -92,6 +92,8 @@ def final_outputs():
         outputs.append("results/compress/summary.tsv")
     outputs += train_outputs()
     outputs += infer_outputs()
+    outputs += evaluate_outputs()
+    outputs += report_outputs()
     return outputs
 
 
@@ -220,18 +222,6 @@ def infer_benchmarks():
     return [name for name, (annotation, _) in INFER_BENCHMARKS.items() if annotation in ANNOTATIONS]
 
 
-def infer_checkpoint():
-    """The checkpoint to evaluate: the training rules' choice (model_for_inference) or infer.checkpoint."""
-    helper = globals().get("model_for_inference")
-    return helper() if helper else INFER["checkpoint"]
-
-
-def infer_enabled():
-    """Inference joins the DAG when a rule makes its model or the model exists. In the demo that is the trained
-    stage 3; a real run always infers (a missing checkpoint is then a missing input, named by Snakemake)."""
-    return "model_for_inference" in globals() or not SYNTH or os.path.exists(INFER["checkpoint"])
-
-
 def infer_video_root(benchmark):
     annotation, vset = INFER_BENCHMARKS[benchmark]
     if INFER[benchmark]["videos"] == "raw":
@@ -274,6 +264,74 @@ def infer_shard_summaries(wildcards):
 
 
 def infer_outputs():
-    if not infer_enabled():
-        return []
     return [f"results/infer/{name}/predictions.json" for name in infer_benchmarks()]
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+EVALUATE = config["evaluate"]
+
+
+def score_options():
+    """`etchat score` options from the evaluate section (its defaults are the official behaviour)."""
+    options = [f"--mc-form {EVALUATE['mc_form']}", f"--seed {EVALUATE['seed']}"]
+    if EVALUATE["strict"]:
+        options.append("--strict")
+    if EVALUATE["sentence_model"]:
+        options.append(f"--sentence-model {EVALUATE['sentence_model']}")
+    return " ".join(options)
+
+
+def evaluate_outputs():
+    benchmarks = infer_benchmarks()
+    outputs = ["results/evaluate/etbench/metrics.tsv"] if "etbench" in benchmarks else []
+    if "etbench" in benchmarks and EVALUATE["subset"]:
+        outputs.append("results/evaluate/etbench_subset/metrics.tsv")
+    if "charades" in benchmarks:
+        outputs.append("results/evaluate/charades/metrics.json")
+    return outputs
+
+
+def report_inputs(wildcards):
+    """Everything the report shows; only the E.T. Bench metrics are required."""
+    inputs = {"metrics": "results/evaluate/etbench/metrics.tsv"}
+    if EVALUATE["subset"]:
+        inputs["subset"] = "results/evaluate/etbench_subset/metrics.tsv"
+    if "charades" in infer_benchmarks():
+        inputs["charades"] = "results/evaluate/charades/metrics.json"
+    for stage in TRAIN_STAGES:
+        inputs[f"train_stage{stage}"] = f"results/train/stage{stage}/metrics.tsv"
+    if VIDEO_SETS:
+        inputs["compress"] = "results/compress/summary.tsv"
+    for name in infer_benchmarks():
+        inputs[f"infer_{name}"] = f"results/infer/{name}/summary.json"
+    return inputs
+
+
+def report_options(wildcards, input):
+    options = [f"--metrics {input.metrics}"]
+    for key, path in input.items():
+        if key == "subset":
+            options.append(f"--subset-metrics {path}")
+        elif key in ("charades", "compress"):
+            options.append(f"--{key} {path}")
+        elif key.startswith("train_"):
+            options.append(f"--train-log {key[len('train_'):]}={path}")
+        elif key.startswith("infer_"):
+            options.append(f"--infer {key[len('infer_'):]}={path}")
+    return " ".join(options)
+
+
+def report_charts():
+    """Charts whose number depends on the run: one loss chart per trained stage, compression when videos were."""
+    # (No line may start with `report(`: Snakemake would read it as its `report:` directive.)
+    charts = []
+    for stage in TRAIN_STAGES:
+        path = f"results/report/training_stage{stage}.svg"
+        charts.append(report(path, caption="../report/train.rst", category="Training", labels={"stage": str(stage)}))
+    if VIDEO_SETS:
+        charts.append(report("results/report/compression.svg", caption="../report/compress.rst", category="Data"))
+    return charts
+
+
+def report_outputs():
+    return ["results/report/index.html"] if "etbench" in infer_benchmarks() else []

@@ -11,7 +11,7 @@ scattergather:
 
 rule infer_shard:
     input:
-        checkpoint=infer_checkpoint(),
+        checkpoint=model_for_inference(),
         annotations=lambda wc: checked_annotation(INFER_BENCHMARKS[wc.benchmark][0]),
         videos=infer_videos_ready,
     output:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import yaml
 
 from etchat.config import load_config
 from etchat.data.synth.scene import RENDER_RATE, make_scene, render_frames
+from etchat.etbench import TASKS
 from etchat.video.ffmpeg import encode_frames, probe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,8 +65,22 @@ def test_demo_dag_runs_end_to_end_and_reruns_nothing(tmp_path, test_config):
     for name in test_config["annotations"]["files"]:
         ext = "txt" if name == "charades" else "json"
         assert (wd / f"results/annotations/{name}.{ext}").stat().st_size > 0
+    # inference -> scoring -> report
+    annotations = json.loads((wd / "results/annotations/etbench_vid.json").read_text())
+    predictions = json.loads((wd / "results/infer/etbench/predictions.json").read_text())
+    assert [{k: v for k, v in p.items() if k != "a"} for p in predictions] == annotations
+    metrics = pd.read_csv(wd / "results/evaluate/etbench/metrics.tsv", sep="\t", keep_default_na=False)
+    assert set(metrics.loc[metrics["scope"] == "overall", "task"]) == set(TASKS)
+    charades = json.loads((wd / "results/evaluate/charades/metrics.json").read_text())
+    assert charades["Total"] == len((wd / "results/annotations/charades.txt").read_text().splitlines())
+    page = (wd / "results/report/index.html").read_text()
+    assert "preset <code>test</code>" in page and "results/models/stage3" in page
+    for stage in (1, 2, 3):
+        assert (wd / f"results/report/training_stage{stage}.svg").is_file()
     again = snakemake(wd, "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
+    report = snakemake(wd, "--report", "results/report.html")
+    assert report.returncode == 0 and (wd / "results/report.html").stat().st_size > 100_000, report.stderr[-2000:]
 
 
 def _write_video(path: Path, seed: int) -> None:

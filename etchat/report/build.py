@@ -227,10 +227,12 @@ def provenance_section(inputs: ReportInputs) -> str:
     rows += [[name, version] for name, version in package_versions().items()]
     for name, path in inputs.infer.items():
         summary = read_json(path)
-        for key in ("checkpoint", "checkpoint_digest", "decoding", "prompt_template", "fps", "batch_size"):
-            if key in summary:
-                value = summary[key] if not isinstance(summary[key], dict) else json.dumps(summary[key])
-                rows.append([f"{name}: {key}", value])
+        checkpoint = summary.get("checkpoint") or {}
+        rows.append([f"{name}: checkpoint", f"{checkpoint.get('path', '?')} (digest {checkpoint.get('digest', '?')})"])
+        rows.append([f"{name}: answered", f"{summary.get('answered')} of {summary.get('samples')} samples "
+                     f"({len(summary.get('error_samples') or [])} unanswerable, {summary.get('capped', 0)} capped, "
+                     f"{summary.get('truncated', 0)} truncated)"])  # fmt: skip
+        rows.append([f"{name}: decoding", json.dumps(summary.get("settings", {}), sort_keys=True)])
     config = yaml.safe_dump(inputs.config, sort_keys=False) if inputs.config else "(not given)"
     return html_table(["what", "value"], rows) + f"<h3>Configuration</h3><pre>{escape(config)}</pre>"
 
@@ -315,13 +317,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--charades", type=Path, help="metrics.json of `etchat score-charades`")
     parser.add_argument("--train-log", action="append", default=[], help="STAGE=PATH of a training log TSV")
     parser.add_argument("--compress", type=Path, help="results/compress/summary.tsv")
-    parser.add_argument("--config", type=Path, help="the run's config as YAML or JSON")
+    parser.add_argument("--config", type=Path, help="the run's config as a YAML or JSON file")
+    parser.add_argument("--config-json", help="the run's config as inline JSON (what the Snakemake rule passes)")
     parser.add_argument("--infer", action="append", default=[], help="NAME=PATH of an inference summary JSON")
     parser.add_argument("--out-dir", required=True, type=Path)
 
 
 def run(args: argparse.Namespace) -> int:
-    config = yaml.safe_load(args.config.read_text()) if args.config else None
+    config = json.loads(args.config_json) if args.config_json else None
+    if args.config:
+        config = yaml.safe_load(args.config.read_text())
     inputs = ReportInputs(
         metrics=args.metrics,
         subset_metrics=args.subset_metrics,
