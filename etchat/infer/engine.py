@@ -26,7 +26,7 @@ from etchat.video.transforms import get_transform
 
 from .digest import checkpoint_digest
 from .gpus import claim_gpu
-from .prompts import build_prompt, is_multiple_choice, template_for, tokenize_prompt
+from .prompts import build_prompt, is_multiple_choice, template_digest, template_for, tokenize_prompt
 from .samples import InferSample
 from .settings import InferSettings, fingerprint
 
@@ -152,7 +152,8 @@ class Engine:
         answer.update(dtype=str(self.dtype).removeprefix("torch."), context_length=self.context_length)
         answer["stop_ids"] = self.stop_ids
         self.answer_settings = answer
-        self.fingerprint = fingerprint({"checkpoint": digest, "template": self.template.digest(), "settings": answer})
+        template = template_digest(self.template)
+        self.fingerprint = fingerprint({"checkpoint": digest, "template": template, "settings": answer})
         log.info(
             "%s on %s (%s): template %s, context %d, stop ids %s, fingerprint %s",
             path,
@@ -167,7 +168,7 @@ class Engine:
     def _stop_ids(self) -> list[int]:
         """`<|end|>` (the original's stopping keyword) plus the eos ids of the generation config and tokenizer."""
         ids: list[int] = []
-        stop = self.tokenizer.convert_tokens_to_ids(self.template.stop)
+        stop = self.tokenizer.convert_tokens_to_ids(self.template.sep)
         if stop is not None and stop != self.tokenizer.unk_token_id:
             ids.append(int(stop))
         eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
@@ -176,7 +177,7 @@ class Engine:
         if self.tokenizer.eos_token_id is not None:
             ids.append(int(self.tokenizer.eos_token_id))
         if not ids:
-            raise DataError(f"{self.checkpoint}: the tokenizer has no {self.template.stop} and no eos token")
+            raise DataError(f"{self.checkpoint}: the tokenizer has no {self.template.sep} and no eos token")
         return sorted(set(ids))
 
     # ------------------------------------------------------------------ preparation (runs in loader threads)
@@ -184,7 +185,7 @@ class Engine:
         """Decode the video and build the prompt; raises DataError for a sample that cannot be answered."""
         s = self.settings
         prompt = build_prompt(self.template, sample.question, sample.task)
-        input_ids = tokenize_prompt(self.tokenizer, prompt)
+        input_ids = tokenize_prompt(prompt, self.tokenizer)
         text_len = len(input_ids) - 1  # the <image> placeholder becomes the frames
         video = read_video(sample.video_path, fps=s.fps, num_threads=s.video_threads)
         total = video.frames.shape[0]
@@ -336,7 +337,7 @@ class Engine:
                 current.append(token)
         parts.append(self.tokenizer.decode(current, skip_special_tokens=False))
         text = parts[0] + "".join(f"{v}{part}" for v, part in zip(values, parts[1:], strict=True))
-        for stop in (self.template.stop, "<|endoftext|>"):
+        for stop in (self.template.sep, "<|endoftext|>"):
             text = text.strip().removesuffix(stop)
         return text.strip()
 

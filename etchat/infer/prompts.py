@@ -1,59 +1,37 @@
-"""Inference prompts as E.T. Chat builds them (spec §3.4, §5.2, §5.4), and their tokenization.
+"""Inference prompts as E.T. Chat builds them (spec §3.4, §5.2, §5.4).
 
 The phi3 prompt of a single question is
-`<|system|>\\nYou are a helpful AI assistant.<|end|>\\n<|user|>\\n<image>\\n{question}<|end|>\\n<|assistant|>\\n`;
-the multiple-choice tasks (rar, eca, rvq) append `Best Option: (`. `<image>` becomes `IMAGE_TOKEN_INDEX` with the
-LLaVA `tokenizer_image_token` arithmetic the original uses: each chunk around `<image>` is tokenized on its own and,
-when the first chunk starts with BOS, the first token of every chunk is dropped and one BOS kept at the front.
+`<|system|>\nYou are a helpful AI assistant.<|end|>\n<|user|>\n<image>\n{question}<|end|>\n<|assistant|>\n`;
+the multiple-choice tasks (rar, eca, rvq) append `Best Option: (`. The templates and the tokenization (`<image>` ->
+`IMAGE_TOKEN_INDEX`, LLaVA's arithmetic) are training's (`etchat.data.conversation`, `etchat.data.tokenization`),
+so a prompt is tokenized exactly as the model saw it in training.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict
 
+from etchat.data.conversation import PHI3, Template
+from etchat.data.tokenization import tokenize_prompt
 from etchat.errors import ConfigError
 from etchat.etbench import MULTIPLE_CHOICE_TASKS
-from etchat.model import IMAGE_TOKEN, IMAGE_TOKEN_INDEX
+from etchat.model import IMAGE_TOKEN
+
+__all__ = ["BEST_OPTION", "TEMPLATES", "build_prompt", "is_multiple_choice", "template_digest", "template_for",
+           "tokenize_prompt"]  # fmt: skip
 
 # Appended after the assistant header for the multiple-choice tasks (infer_etbench.py; the branch with a leading
 # space is unreachable because the phi3 prompt always ends in "\n").
 BEST_OPTION = "Best Option: ("
 
-
-@dataclass(frozen=True)
-class ChatTemplate:
-    """A single-turn chat template: system text, role headers and separators (spec §3.4)."""
-
-    name: str
-    system: str
-    user: str
-    assistant: str
-    sep: str  # after the system text and after each message
-    stop: str  # the string generation stops at
-
-    def render(self, question: str, suffix: str = "") -> str:
-        """The generation prompt for one question asked about one video (`<image>` first, as the original)."""
-        system = f"{self.system}{self.sep}" if self.system else ""
-        text = f"{system}{self.user}{IMAGE_TOKEN}\n{question}{self.sep}{self.assistant}{suffix}"
-        return text.lstrip("\n")
-
-    def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
-
-
 # Only phi3 is used by the released checkpoints (and by every stage >= 2 here); other backbones' templates
 # (llama3, qwen2, ...) can be added once a checkpoint that uses them exists to check them against.
-TEMPLATES: dict[str, ChatTemplate] = {
-    "phi3": ChatTemplate(
-        "phi3", "<|system|>\nYou are a helpful AI assistant.", "\n<|user|>\n", "\n<|assistant|>\n", "<|end|>", "<|end|>"
-    ),
-}
+TEMPLATES: dict[str, Template] = {"phi3": PHI3}
 
 
-def template_for(conv_type: str | None) -> ChatTemplate:
+def template_for(conv_type: str | None) -> Template:
     """The template of a checkpoint's `conv_type` (phi3 when unset)."""
     name = conv_type or "phi3"
     if name not in TEMPLATES:
@@ -66,25 +44,17 @@ def template_for(conv_type: str | None) -> ChatTemplate:
     return TEMPLATES[name]
 
 
+def template_digest(template: Template) -> str:
+    return hashlib.sha256(json.dumps(asdict(template), sort_keys=True).encode()).hexdigest()[:16]
+
+
 def is_multiple_choice(task: str | None) -> bool:
     return task in MULTIPLE_CHOICE_TASKS
 
 
-def build_prompt(template: ChatTemplate, question: str, task: str | None = None) -> str:
-    """The full prompt text; multiple-choice tasks end in `Best Option: (`."""
-    return template.render(question, BEST_OPTION if is_multiple_choice(task) else "")
-
-
-def tokenize_prompt(tokenizer: Any, text: str) -> list[int]:
-    """Token ids with `IMAGE_TOKEN_INDEX` for each `<image>` (LLaVA's `tokenizer_image_token`)."""
-    chunks = [tokenizer(chunk).input_ids for chunk in text.split(IMAGE_TOKEN)]
-    ids: list[int] = []
-    offset = 0
-    if chunks and chunks[0] and chunks[0][0] == tokenizer.bos_token_id:
-        offset = 1
-        ids.append(chunks[0][0])
-    for i, chunk in enumerate(chunks):
-        if i > 0:
-            ids.append(IMAGE_TOKEN_INDEX)
-        ids.extend(chunk[offset:])
-    return ids
+def build_prompt(template: Template, question: str, task: str | None = None) -> str:
+    """The generation prompt for one question about one video (`<image>` first, as the original); multiple-choice
+    tasks end in `Best Option: (`."""
+    user, assistant = template.roles
+    prompt = template.render([(user, f"{IMAGE_TOKEN}\n{question}"), (assistant, None)])
+    return prompt + (BEST_OPTION if is_multiple_choice(task) else "")

@@ -45,7 +45,7 @@ def test_template_comes_from_the_checkpoint():
 
 def test_tokenization_splices_one_image_placeholder_and_one_bos(tokenizer):
     text = build_prompt(PHI3, "When does the red square appear?", "rar")
-    ids = tokenize_prompt(tokenizer, text)
+    ids = tokenize_prompt(text, tokenizer)
     assert ids.count(IMAGE_TOKEN_INDEX) == 1 and ids[0] == tokenizer.bos_token_id
     assert ids.count(tokenizer.bos_token_id) == 1
     before, after = text.split("<image>")
@@ -54,11 +54,12 @@ def test_tokenization_splices_one_image_placeholder_and_one_bos(tokenizer):
     assert tokenizer.decode(ids[cut + 1 :]) == after
 
 
-def test_tokenization_matches_the_training_code(tokenizer):
-    """Inference must tokenize prompts exactly as training does (etchat.data, issue 4)."""
-    training = pytest.importorskip("etchat.data.tokenization")
-    text = build_prompt(PHI3, "What happens at <vid> seconds?", "rar")
-    assert tokenize_prompt(tokenizer, text) == training.tokenize_prompt(text, tokenizer)
+def test_inference_prompt_is_a_training_generation_prompt(tokenizer):
+    """The inference prompt is what training's template renders for a question with an open answer, so prompts
+    are tokenized exactly as in training (one template, one tokenizer function)."""
+    text = build_prompt(PHI3, "What happens at <vid> seconds?", "tvg")
+    user, assistant = PHI3.roles
+    assert text == PHI3.render([(user, "<image>\nWhat happens at <vid> seconds?"), (assistant, None)])
 
 
 def test_shards_are_a_strided_deterministic_partition():
