@@ -37,6 +37,15 @@ shell.prefix(
 )
 
 
+def job_resources(rule):
+    """What a rule's jobs ask a cluster for, from the `resources:` config section: `runtime` in minutes, times the
+    attempt (a job retried after its time limit gets more time), and `mem_mb`. GPUs and CPUs are the rule's own
+    settings (train.gpus, infer.gpu, threads). Used as `resources: **job_resources("<rule>")`."""
+    entry = config["resources"][rule]
+    minutes = entry["runtime"]
+    return {"runtime": lambda wildcards, attempt: minutes * attempt, "mem_mb": entry["mem_mb"]}
+
+
 def synth_outputs():
     """What `etchat synth` declares: its manifest (written last) and every annotation file."""
     return [SYNTH_MANIFEST] + [f"data/{f}" for f in synth_layout.annotation_files()]

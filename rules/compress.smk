@@ -10,6 +10,8 @@ rule list_videos:
         root=lambda wc: video_set(wc)["videos"],
         exclude=exclude_option,
         listing=listing_params,
+    resources:
+        **job_resources("list_videos"),
     log:
         "results/logs/compress/{vset}/list.log",
     conda:
@@ -28,6 +30,8 @@ rule compress_shard:
         dst=dst_option,
         c=config["compress"],
     threads: config["compress"]["workers"]
+    resources:
+        **job_resources("compress_shard"),
     log:
         "results/logs/compress/{vset}/{scatteritem}.log",
     conda:
@@ -48,6 +52,8 @@ rule compress_summary:
         summary="results/compress/{vset}/summary.json",
     params:
         on_error=config["compress"]["on_error"],
+    resources:
+        **job_resources("compress_summary"),
     log:
         "results/logs/compress/{vset}/summary.log",
     conda:
@@ -67,6 +73,8 @@ rule compress_table:
             category="Data",
             subcategory="Compression",
         ),
+    resources:
+        **job_resources("compress_table"),
     log:
         "results/logs/compress/table.log",
     conda:

@@ -7,6 +7,8 @@ rule synth:
     params:
         settings=json.dumps(config["synth"]),
     threads: 2
+    resources:
+        **job_resources("synth"),
     log:
         "results/logs/synth.log",
     conda:
@@ -29,6 +31,8 @@ rule validate_annotations:
         format=lambda wc: ANNOTATIONS[wc.name]["format"],
         roots=annotation_roots,
         on_invalid=config["annotations"]["on_invalid"],
+    resources:
+        **job_resources("validate_annotations"),
     log:
         "results/logs/validate/{name}.{ext}.log",
     conda:

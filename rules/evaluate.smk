@@ -10,6 +10,8 @@ rule score_etbench:
         text="results/evaluate/etbench/metrics.log",
     params:
         options=score_options(),
+    resources:
+        **job_resources("score_etbench"),
     log:
         "results/logs/evaluate/etbench.log",
     conda:
@@ -28,6 +30,8 @@ rule score_etbench_subset:
     params:
         options=score_options(),
         subset=config["evaluate"]["subset"],
+    resources:
+        **job_resources("score_etbench_subset"),
     log:
         "results/logs/evaluate/etbench_subset.log",
     conda:
@@ -42,6 +46,8 @@ rule score_charades:
     output:
         json="results/evaluate/charades/metrics.json",
         text="results/evaluate/charades/metrics.log",
+    resources:
+        **job_resources("score_charades"),
     log:
         "results/logs/evaluate/charades.log",
     conda:

@@ -26,7 +26,9 @@ rule infer_shard:
         settings=infer_settings_json(),
     threads: config["infer"]["threads"]
     resources:
+        **job_resources("infer_shard"),
         gpu=config["infer"]["gpu"],
+        nodes=1,
     log:
         "results/logs/infer/{benchmark}/{scatteritem}.log",
     conda:
@@ -51,6 +53,8 @@ rule infer_merge:
         root=lambda wc: infer_video_root(wc.benchmark),
         on_error=config["infer"]["on_error"],
         limit=f"--limit {config['infer']['limit']}" if config["infer"]["limit"] else "",
+    resources:
+        **job_resources("infer_merge"),
     log:
         "results/logs/infer/{benchmark}/merge.log",
     conda:

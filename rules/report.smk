@@ -16,6 +16,8 @@ rule report:
     params:
         options=report_options,
         config=json.dumps(config),
+    resources:
+        **job_resources("report"),
     log:
         "results/logs/report.log",
     conda:

@@ -9,6 +9,8 @@ rule base_model:
         directory("results/models/base"),
     params:
         model=json.dumps(MODEL, sort_keys=True),
+    resources:
+        **job_resources("base_model"),
     log:
         "results/logs/train/base.log",
     conda:
@@ -42,7 +44,10 @@ rule train_stage:
         train=train_settings,
         model=json.dumps(MODEL, sort_keys=True),
     threads: TRAIN["threads"] * train_nproc()
+    # One task holding train.gpus GPUs on one node; torchrun starts the workers inside it. No `tasks`: the SLURM plugin
+    # would turn it into --ntasks-per-gpu and run the whole command once per GPU.
     resources:
+        **job_resources("train_stage"),
         gpu=TRAIN["gpus"],
         nodes=1,
         tasks_per_gpu=0,
@@ -71,6 +76,8 @@ rule grounding_probe:
     params:
         options=probe_options(),
         fps=TRAIN["fps"],
+    resources:
+        **job_resources("grounding_probe"),
     log:
         "results/logs/train/grounding_probe.log",
     conda:
