@@ -234,13 +234,22 @@ start_slurmdbd() {
 }
 
 start_slurm() {
-    ours slurmctld || launch slurmctld /usr/sbin/slurmctld -D
+    local fresh=0
+    ours slurmctld || { launch slurmctld /usr/sbin/slurmctld -D && fresh=1; }
     retry 30 scontrol ping || die "slurmctld did not start: $(tail -3 "$STATE/slurmctld.out")"
     ours slurmd || launch slurmd /usr/sbin/slurmd -D
     if ! retry 30 node_ready; then
         # A node left down by an earlier, killed run.
         scontrol update nodename="$HOST" state=resume >/dev/null 2>&1 || true
         retry 30 node_ready || die "node $HOST does not take jobs: $(sinfo -N -h); $(tail -3 "$STATE/slurmd.out")"
+    fi
+    # Jobs that a killed earlier run left in slurmctld's saved state would hold the node's CPUs and GPUs.
+    local jobs
+    jobs=$(squeue -h -o %i)
+    if ((fresh)) && [ -n "$jobs" ]; then
+        say "cancelling jobs left by an earlier run: $(xargs <<<"$jobs")"
+        # shellcheck disable=SC2086
+        scancel $jobs || true
     fi
 }
 

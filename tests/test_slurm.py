@@ -4,6 +4,7 @@ job against what its rule asked for and file by file against a local run of the 
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -12,12 +13,15 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from importlib.metadata import distribution, packages_distributions
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from safetensors.torch import load_file
 
 from etchat.config import deep_merge, load_config
@@ -125,6 +129,120 @@ def test_paper_preset_through_the_profile_asks_each_rule_its_resources(tmp_path)
     assert infer["resources"]["gpu"] == "1" and infer["threads"] == 4
     assert (infer["resources"]["runtime"], infer["resources"]["mem_mb"]) == ("480", "64000")
     assert by_rule["compress_shard"]["threads"] == config["compress"]["workers"]
+
+
+# ---------------------------------------------------------------------------------------------- node environments
+def lock_versions() -> dict[str, str]:
+    lines = (REPO / "requirements/cpu.lock").read_text().splitlines()
+    pins = dict(line.split("==", 1) for line in lines if "==" in line and not line.startswith("#"))
+    return {canonicalize_name(name): version for name, version in pins.items()}
+
+
+def env_pins(path: Path) -> tuple[dict[str, str], list[str]]:
+    """The pip packages an envs/*.yaml pins (name -> version) and its pip options (index URLs)."""
+    deps = yaml.safe_load(path.read_text())["dependencies"]
+    pip = next(d["pip"] for d in deps if isinstance(d, dict))
+    options = [line for line in pip if line.startswith("-")]
+    pins = dict(line.split("==", 1) for line in pip if not line.startswith("-"))
+    assert all(pins.values()), f"{path.name}: every pip package pinned with =="
+    return {canonicalize_name(name): version for name, version in pins.items()}, options
+
+
+def rule_environments() -> dict[str, tuple[str, str]]:
+    """rule -> (its conda env file, the `etchat` command it runs), read from rules/*.smk."""
+    text = "\n".join(path.read_text() for path in sorted((REPO / "rules").glob("*.smk")))
+    rules = {}
+    for block in re.split(r"\n(?=rule \w+:)", text):
+        name = re.match(r"rule (\w+):", block)
+        if name:
+            env = re.search(r'conda:\s*"\.\./(envs/[\w-]+\.yaml)"', block)
+            command = re.search(r"etchat ([a-z-]+)|launcher\} (train) ", block)
+            assert env and command, f"rule {name.group(1)}: a conda env and one etchat command"
+            rules[name.group(1)] = (env.group(1), command.group(1) or command.group(2))
+    return rules
+
+
+def test_node_environments_are_pinned_to_the_tested_versions():
+    """envs/*.yaml (`--sdm conda` on cluster nodes) pin what requirements/cpu.lock pins; training and inference get
+    PyPI's torch, the CUDA build; scoring the CPU build (it needs no GPU)."""
+    lock = lock_versions()
+    for path in sorted((REPO / "envs").glob("*.yaml")):
+        pins, options = env_pins(path)
+        for name, version in pins.items():
+            assert name in lock, f"{path.name}: {name} is not in requirements/cpu.lock"
+            assert version.split("+")[0] == lock[name], f"{path.name}: {name}=={version}, the lock has {lock[name]}"
+    train, options = env_pins(REPO / "envs/train.yaml")
+    assert train["torch"] == lock["torch"] and not options, "train.yaml: torch from PyPI (the CUDA build), no CPU index"
+    scoring, options = env_pins(REPO / "envs/eval.yaml")
+    assert scoring["torch"] == f"{lock['torch']}+cpu" and any("whl/cpu" in o for o in options)
+    environments = {env for env, _ in rule_environments().values()}
+    assert environments == {"envs/video.yaml", "envs/train.yaml", "envs/eval.yaml"}
+
+
+def imported_packages(modules: set[str]) -> set[str]:
+    """The third-party top-level packages that these etchat modules, and the etchat modules they import, import
+    anywhere in their code (inside functions too), read from the source."""
+    found, seen, todo = set(), set(), list(modules)
+    while todo:
+        module = todo.pop()
+        base = REPO / module.replace(".", "/")
+        path = base.with_suffix(".py") if base.with_suffix(".py").is_file() else base / "__init__.py"
+        if module in seen or not path.is_file():
+            continue  # (a name imported from a package, not a module)
+        seen.add(module)
+        parts = module.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # its packages' __init__
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                parent = ".".join(parts[: len(parts) - node.level + (path.name == "__init__.py")])
+                source = f"{parent}.{node.module}" if node.level and node.module else node.module or parent
+                names = [source] + [f"{source}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top == "etchat":
+                    todo.append(name)
+                elif top not in sys.stdlib_module_names and top != "__future__":
+                    found.add(top)
+    return found
+
+
+def test_each_rule_environment_holds_what_its_command_imports():
+    """Every package a rule's `etchat` command imports (any etchat module it reaches, lazy imports included) is
+    installed by the rule's env: pinned there, or a dependency of what is pinned."""
+    from etchat.cli import COMMANDS
+
+    by_env: dict[str, set[str]] = {}
+    for env, command in rule_environments().values():
+        by_env.setdefault(env, {"etchat.cli"}).add(COMMANDS[command][0])
+    dist_of = packages_distributions()
+    for env, modules in sorted(by_env.items()):
+        packages = imported_packages(modules)
+        assert packages, env
+        unknown = sorted(p for p in packages if p not in dist_of)
+        assert not unknown, f"{env}: imports {unknown}, which no installed distribution provides"
+        needed = {canonicalize_name(dist) for p in packages for dist in dist_of[p]}
+        pins, _ = env_pins(REPO / env)
+        missing = sorted(needed - installed_with(pins))
+        assert not missing, f"{env}: its rules' commands import {missing}, which it does not install"
+
+
+def installed_with(pins: dict[str, str]) -> set[str]:
+    """The packages pip installs for `pins`: them and their dependencies (as the venv's metadata says)."""
+    seen, todo = set(), list(pins)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for line in distribution(name).requires or []:
+            req = Requirement(line)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(canonicalize_name(req.name))
+    return seen
 
 
 # ---------------------------------------------------------------------------------------------- the real SLURM
