@@ -28,7 +28,7 @@ from etchat.infer.runner import ShardRunner
 from etchat.infer.samples import etbench_samples
 from etchat.infer.settings import InferSettings
 from etchat.infer.store import read_lines
-from etchat.model import ETChatPhi3ForCausalLM, build_demo_tokenizer, match_token_id, tiny_config
+from etchat.model import ETChatPhi3ForCausalLM, build_demo_tokenizer, tiny_config_for
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = [
@@ -41,13 +41,9 @@ CORPUS = [
 def random_demo_engine(settings: InferSettings, tmp: Path) -> Engine:
     tokenizer = build_demo_tokenizer(CORPUS * 8, tmp, vocab_size=512)
     torch.manual_seed(0)
-    config = tiny_config(
+    config = tiny_config_for(
+        tokenizer,
         "demo",
-        vocab_size=len(tokenizer),
-        match_token_id=match_token_id(tokenizer),
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
     )
     return Engine.from_model(ETChatPhi3ForCausalLM(config), tokenizer, settings, name="random demo model")
 

@@ -2,7 +2,7 @@
 
 Public API:
 - configs: `ETChatPhi3Config` (model_type `etchat_phi3`), `ETChatLlamaConfig`, `ETChatQwen2Config`,
-  `phi3_mini_config(stage)`, `tiny_config(name, vocab_size=..., ...)`;
+  `phi3_mini_config(stage)`, `tiny_config(name, vocab_size=..., ...)`, `tiny_config_for(tokenizer, name)`;
 - models: `ETChatPhi3ForCausalLM` (and Llama/Qwen2), `forward(...) -> ETChatCausalLMOutput` with `loss`, `lm_loss`,
   `match_loss`; `generate(...) -> ETChatGeneration`; `detokenize(...)`;
 - tokenizers: `build_demo_tokenizer(texts, out_dir)`, `add_match_token`, `load_qformer_tokenizer`;
@@ -23,7 +23,7 @@ from .modeling import (
     build_model,
     register_auto_classes,
 )
-from .presets import original_tiny_config, phi3_mini_config, tiny_config
+from .presets import original_tiny_config, phi3_mini_config, tiny_config, tiny_config_for
 from .qformer import load_qformer_tokenizer
 from .tokenizer import add_match_token, build_demo_tokenizer, match_token_id
 from .weights import (
@@ -69,4 +69,5 @@ __all__ = [
     "register_auto_classes",
     "save_checkpoint",
     "tiny_config",
+    "tiny_config_for",
 ]

@@ -156,6 +156,21 @@ def tiny_config(
     return CONFIG_CLASSES[language_model](**fields)
 
 
+def tiny_config_for(tokenizer: Any, name: str = "demo", **kwargs: Any) -> ETChatFieldsConfig:
+    """`tiny_config` with the vocabulary size and the special ids (`<vid>`, bos, eos, pad) of `tokenizer`."""
+    from .tokenizer import match_token_id
+
+    return tiny_config(
+        name,
+        vocab_size=len(tokenizer),
+        match_token_id=match_token_id(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **kwargs,
+    )
+
+
 def original_tiny_config(stage: int = 3) -> ETChatPhi3Config:
     """The tiny configuration of `shared/fixtures/etchat_phi3_tiny_stage*_layout.json` (the original code with a
     tiny Phi-3 and BERT, but EVA at its hard-coded width 1408 and depth 2)."""

@@ -38,7 +38,7 @@ def corpus(annotation_files: Sequence[str | Path]) -> Iterator[str]:
 
 
 def build_base(model_settings: dict, annotation_files: Sequence[str | Path], out: str | Path) -> Path:
-    from etchat.model import build_demo_tokenizer, build_model, match_token_id, save_checkpoint, tiny_config
+    from etchat.model import build_demo_tokenizer, build_model, save_checkpoint, tiny_config_for
     from etchat.model.presets import TINY_PRESETS
 
     out = Path(out)
@@ -49,13 +49,9 @@ def build_base(model_settings: dict, annotation_files: Sequence[str | Path], out
         )
         size = model_settings["demo_size"]
         image_size = TINY_PRESETS[size]["vision_image_size"]
-        config = tiny_config(
+        config = tiny_config_for(
+            tokenizer,
             size,
-            vocab_size=len(tokenizer),
-            match_token_id=match_token_id(tokenizer),
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
             stage=1,
             fan_in_heads=model_settings["fan_in_heads"],
             vision_processor=f"clip_center_{image_size}",

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from etchat.data.synth.scene import RENDER_RATE, make_scene, render_frames
-from etchat.model import ETChatPhi3ForCausalLM, build_demo_tokenizer, match_token_id, save_checkpoint, tiny_config
+from etchat.model import ETChatPhi3ForCausalLM, build_demo_tokenizer, save_checkpoint, tiny_config_for
 from etchat.video.ffmpeg import encode_frames
 
 CORPUS = [
@@ -26,13 +26,9 @@ VIDEOS = [("a.mp4", 9.0, 25, 320, 240), ("b.mp4", 12.0, 30, 240, 320), ("c.mp4",
 def make_checkpoint(out: Path, seed: int) -> Path:
     tokenizer = build_demo_tokenizer(CORPUS * 4, out / "tokenizer", vocab_size=300)
     torch.manual_seed(seed)
-    config = tiny_config(
+    config = tiny_config_for(
+        tokenizer,
         "test",
-        vocab_size=len(tokenizer),
-        match_token_id=match_token_id(tokenizer),
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
     )
     model = ETChatPhi3ForCausalLM(config).eval()
     return save_checkpoint(model, out / "checkpoint", tokenizer, dtype=torch.float32)

@@ -17,7 +17,7 @@ from etchat.model import (
     ETChatPhi3ForCausalLM,
     build_demo_tokenizer,
     match_token_id,
-    tiny_config,
+    tiny_config_for,
 )
 
 # One thread: on a shared 2-core machine two threads oversubscribe and run several times slower.
@@ -50,13 +50,9 @@ def vid_id(tokenizer) -> int:
 def make_model(tokenizer) -> Callable[..., ETChatPhi3ForCausalLM]:
     def make(seed: int = 0, **overrides) -> ETChatPhi3ForCausalLM:
         torch.manual_seed(seed)
-        config = tiny_config(
+        config = tiny_config_for(
+            tokenizer,
             "test",
-            vocab_size=len(tokenizer),
-            match_token_id=match_token_id(tokenizer),
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
             **overrides,
         )
         # Dropout off so that two passes can be compared exactly.

@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from etchat.model import IMAGE_TOKEN_INDEX, build_model, detokenize, match_token_id, tiny_config
+from etchat.model import IMAGE_TOKEN_INDEX, build_model, detokenize, tiny_config_for
 
 QUESTION = "When is the bright frame?"
 
@@ -16,13 +16,9 @@ QUESTION = "When is the bright frame?"
 def test_tiny_model_learns_to_match_the_bright_frame(tokenizer):
     torch.manual_seed(0)
     rng = random.Random(0)
-    config = tiny_config(
+    config = tiny_config_for(
+        tokenizer,
         "demo",
-        vocab_size=len(tokenizer),
-        match_token_id=match_token_id(tokenizer),
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
         fan_in_heads=True,
     )
     model = build_model(config).train()
