@@ -309,6 +309,8 @@ def report_inputs(wildcards):
         inputs["charades"] = "results/evaluate/charades/metrics.json"
     for stage in TRAIN_STAGES:
         inputs[f"train_stage{stage}"] = f"results/train/stage{stage}/metrics.tsv"
+    if grounding_probe_enabled():
+        inputs["grounding"] = "results/train/stage3/grounding.json"
     if VIDEO_SETS:
         inputs["compress"] = "results/compress/summary.tsv"
     for name in infer_benchmarks():
@@ -321,7 +323,7 @@ def report_options(wildcards, input):
     for key, path in input.items():
         if key == "subset":
             options.append(f"--subset-metrics {path}")
-        elif key in ("charades", "compress"):
+        elif key in ("charades", "compress", "grounding"):
             options.append(f"--{key} {path}")
         elif key.startswith("train_"):
             options.append(f"--train-log {key[len('train_'):]}={path}")

@@ -69,13 +69,18 @@ def test_report_sections_from_training_logs_charades_and_compression(tmp_path, s
     )
     config = tmp_path / "config.yaml"
     config.write_text("preset: demo\n")
+    grounding = tmp_path / "grounding.json"
+    grounding.write_text(json.dumps({"records": 9, "timestamps": 20, "accuracy": 0.35, "accuracy_within_1": 0.6,
+                                     "mae_frames": 2.25, "chance_accuracy": 0.07, "chance_accuracy_within_1": 0.2,
+                                     "chance_mae_frames": 4.5}))  # fmt: skip
     out = _report(tmp_path, scored, "--train-log", f"stage3={log}", "--charades", str(charades), "--compress",
-                  str(compress), "--config", str(config))  # fmt: skip
+                  str(compress), "--config", str(config), "--grounding", str(grounding))  # fmt: skip
     page = (out / "index.html").read_text()
     assert "<td>stage3</td><td>2</td><td>7.0</td><td>3.0</td><td>4.0</td><td>21.0</td>" in page
     assert "<td>50.0</td><td>30.0</td><td>10.0</td><td>33.0</td><td>1</td>" in page  # Charades x100
     assert "<td>65.7</td>" in page  # the paper's R1@0.3
     assert "<td>etbench</td><td>40</td><td>39</td>" in page
+    assert "<td>matching head</td><td>35.0</td><td>60.0</td><td>2.2</td>" in page and "20 answer timestamps" in page
     assert "preset <code>demo</code>" in page and "git commit" in page and "transformers" in page
     for name in ("training_stage3.svg", "compression.svg"):
         ET.fromstring((out / name).read_text())

@@ -53,6 +53,7 @@ class ReportInputs:
     subset_metrics: Path | None = None  # metrics.tsv of `etchat score --subset`, if run
     charades: Path | None = None  # metrics.json of `etchat score-charades`
     train_logs: dict[str, Path] = field(default_factory=dict)  # stage name -> TSV (step, loss, lm_loss, ...)
+    grounding: Path | None = None  # grounding.json of `etchat grounding-probe` (held-out matching accuracy)
     compress: Path | None = None  # results/compress/summary.tsv
     config: dict | None = None
     infer: dict[str, Path] = field(default_factory=dict)  # name -> inference summary JSON (decoding, checkpoint)
@@ -182,6 +183,26 @@ def training_section(logs: dict[str, Path]) -> tuple[str, dict[str, str]]:
     return table, charts
 
 
+def grounding_section(path: Path | None) -> str:
+    """The stage-3 matching head on held-out videos: exact frame, within one frame, mean error, vs chance."""
+    if path is None:
+        return ""
+    g = read_json(path)
+    rows = [
+        ["matching head", 100 * g["accuracy"], 100 * g["accuracy_within_1"], g["mae_frames"]],
+        ["chance", 100 * g["chance_accuracy"], 100 * g["chance_accuracy_within_1"], g["chance_mae_frames"]],
+    ]
+    note = (
+        f'<p class="note">The stage-3 matching head on {g["timestamps"]} answer timestamps of {g["records"]} '
+        "questions about held-out videos (teacher-forced answers, argmax frame vs the target second).</p>"
+    )
+    return (
+        "<h3>Grounding on held-out videos</h3>"
+        + note
+        + html_table(["", "exact frame %", "within one frame %", "mean error (frames)"], rows, ours={0})
+    )
+
+
 def compression_section(path: Path | None) -> tuple[str, str | None]:
     if path is None:
         return '<p class="note">No videos were compressed in this run.</p>', None
@@ -272,6 +293,7 @@ def build_report(inputs: ReportInputs) -> Report:
         charades_section(inputs.charades),
         "<h2>Training</h2>",
         train_table,
+        grounding_section(inputs.grounding),
         *loss_charts.values(),
         "<h2>Compression</h2>",
         compress_table,
@@ -317,6 +339,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--charades", type=Path, help="metrics.json of `etchat score-charades`")
     parser.add_argument("--train-log", action="append", default=[], help="STAGE=PATH of a training log TSV")
     parser.add_argument("--compress", type=Path, help="results/compress/summary.tsv")
+    parser.add_argument("--grounding", type=Path, help="grounding.json of `etchat grounding-probe`")
     parser.add_argument("--config", type=Path, help="the run's config as a YAML or JSON file")
     parser.add_argument("--config-json", help="the run's config as inline JSON (what the Snakemake rule passes)")
     parser.add_argument("--infer", action="append", default=[], help="NAME=PATH of an inference summary JSON")
@@ -333,6 +356,7 @@ def run(args: argparse.Namespace) -> int:
         charades=args.charades,
         train_logs=_named_paths(args.train_log, "train-log"),
         compress=args.compress,
+        grounding=args.grounding,
         config=config,
         infer=_named_paths(args.infer, "infer"),
     )
