@@ -86,6 +86,14 @@ def test_report_sections_from_training_logs_charades_and_compression(tmp_path, s
         ET.fromstring((out / name).read_text())
 
 
+def test_grounding_probe_with_nothing_to_measure_says_so(tmp_path, scored):
+    grounding = tmp_path / "grounding.json"
+    grounding.write_text(json.dumps({"timestamps": 0, "records": 0, "per_task": {}}))
+    page = (_report(tmp_path, scored, "--grounding", str(grounding)) / "index.html").read_text()
+    assert "Nothing to measure" in page and "train.stage3.holdout_fraction" in page
+    assert "<td>matching head</td>" not in page
+
+
 def test_charts_scale_and_skip_missing_values():
     svg = bar_chart(["a", "b"], {"x": [1.0, None], "y": [3.0, 40.0]}, "T & <title>")
     root = ET.fromstring(svg)

@@ -75,6 +75,8 @@ def test_demo_dag_runs_end_to_end_and_reruns_nothing(tmp_path, test_config):
     assert charades["Total"] == len((wd / "results/annotations/charades.txt").read_text().splitlines())
     page = (wd / "results/report/index.html").read_text()
     assert "preset <code>test</code>" in page and "results/models/stage3" in page
+    grounding = json.loads((wd / "results/train/stage3/grounding.json").read_text())
+    assert grounding["timestamps"] > 0 and "<td>matching head</td>" in page
     for stage in (1, 2, 3):
         assert (wd / f"results/report/training_stage{stage}.svg").is_file()
     again = snakemake(wd, "-n")

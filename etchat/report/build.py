@@ -188,6 +188,12 @@ def grounding_section(path: Path | None) -> str:
     if path is None:
         return ""
     g = read_json(path)
+    if not g.get("timestamps"):
+        return (
+            "<h3>Grounding on held-out videos</h3>"
+            f'<p class="note">Nothing to measure: none of the {g.get("records", 0)} held-out questions has an answer '
+            "timestamp (raise <code>train.stage3.holdout_fraction</code> to hold out more videos).</p>"
+        )
     rows = [
         ["matching head", 100 * g["accuracy"], 100 * g["accuracy_within_1"], g["mae_frames"]],
         ["chance", 100 * g["chance_accuracy"], 100 * g["chance_accuracy_within_1"], g["chance_mae_frames"]],
