@@ -97,6 +97,13 @@ def _intervals(sample: Sample, issues: list[Issue]) -> list[list[float]] | None:
         return None
 
 
+def _parsed_windows(samples: Sequence[Sample]) -> tuple[list[tuple[Sample, list[list[float]]]], list[Issue]]:
+    """The samples whose answer parses into windows, with those windows; every other sample is a failed parse."""
+    issues: list[Issue] = []
+    parsed = [(s, windows) for s in samples if (windows := _intervals(s, issues)) is not None]
+    return parsed, issues
+
+
 # ---------------------------------------------------------------------------------------------------
 # Multiple choice: RAR, ECA, RVQ (§4.1) and GVQ stage 1 (§4.2)
 
@@ -161,28 +168,25 @@ def resolve(reading: ChoiceReading, gt: int, sim: Similarity) -> bool:
     return best_i == gt
 
 
+def _readings(
+    samples: Sequence[Sample], read: Callable[[Sample], ChoiceReading]
+) -> list[tuple[ChoiceReading, Issue | None]]:
+    """`read` of every answer; an answer that would crash the official script is a failed reading and an issue."""
+    out: list[tuple[ChoiceReading, Issue | None]] = []
+    for s in samples:
+        issue = _answer_issue(s)
+        out.append((ChoiceReading(False, failed=True), issue) if issue is not None else (read(s), None))
+    return out
+
+
 def choice_readings(samples: Sequence[Sample], form: McForm, strict: bool) -> list[tuple[ChoiceReading, Issue | None]]:
     """Readings of a RAR/ECA/RVQ source; the option map comes from its first sample, as the official."""
     letters = option_map(len(samples[0].record["o"])) or {}
-    out = []
-    for s in samples:
-        issue = _answer_issue(s)
-        if issue is not None:
-            out.append((ChoiceReading(False, failed=True), issue))
-        else:
-            out.append((read_choice(s.answer, s.record["o"], s.record["p"], letters, form, strict), None))
-    return out
+    return _readings(samples, lambda s: read_choice(s.answer, s.record["o"], s.record["p"], letters, form, strict))
 
 
 def gvq_readings(samples: Sequence[Sample], strict: bool) -> list[tuple[ChoiceReading, Issue | None]]:
-    out = []
-    for s in samples:
-        issue = _answer_issue(s)
-        if issue is not None:
-            out.append((ChoiceReading(False, failed=True), issue))
-        else:
-            out.append((read_gvq_choice(s.answer, s.record["o"], s.record["p"], strict), None))
-    return out
+    return _readings(samples, lambda s: read_gvq_choice(s.answer, s.record["o"], s.record["p"], strict))
 
 
 def similarity_texts(readings: Sequence[tuple[ChoiceReading, Issue | None]]) -> list[str]:
@@ -214,14 +218,9 @@ def _recall_values(ious: list[float], total: int, prefix: str, mean_key: str) ->
 
 def score_grounding(samples: Sequence[Sample]) -> SourceScore:
     """TVG and EPM: the first parsed window against the single GT window; 'F1@t' is Recall@1 at IoU t."""
-    issues: list[Issue] = []
-    ious, failed = [], 0
-    for s in samples:
-        intervals = _intervals(s, issues)
-        if intervals is None:
-            failed += 1
-            continue
-        ious.append(temporal_iou_scalar(s.record["tgt"], intervals[0]))
+    parsed, issues = _parsed_windows(samples)
+    ious = [temporal_iou_scalar(s.record["tgt"], windows[0]) for s, windows in parsed]
+    failed = len(samples) - len(parsed)
     return SourceScore(
         {"Total": len(samples), "Failed": failed, **_recall_values(ious, len(samples), "F1", "F1")}, issues
     )
@@ -229,14 +228,9 @@ def score_grounding(samples: Sequence[Sample]) -> SourceScore:
 
 def score_tem(samples: Sequence[Sample]) -> SourceScore:
     """TEM: the first parsed window against the best-matching of several GT windows."""
-    issues: list[Issue] = []
-    ious, failed = [], 0
-    for s in samples:
-        intervals = _intervals(s, issues)
-        if intervals is None:
-            failed += 1
-            continue
-        ious.append(float(temporal_iou(s.record["tgt"], [intervals[0]]).max()))
+    parsed, issues = _parsed_windows(samples)
+    ious = [float(temporal_iou(s.record["tgt"], [windows[0]]).max()) for s, windows in parsed]
+    failed = len(samples) - len(parsed)
     return SourceScore(
         {"Total": len(samples), "Failed": failed, **_recall_values(ious, len(samples), "R", "mRec")}, issues
     )
@@ -278,7 +272,7 @@ def score_tal(samples: Sequence[Sample]) -> SourceScore:
     issues: list[Issue] = []
     sums = [0.0] * len(THRESHOLDS)
     failed = 0
-    for s in samples:
+    for s in samples:  # one pass: parse and NaN issues stay in sample order
         intervals = _intervals(s, issues)
         if intervals is None:
             failed += 1
@@ -311,13 +305,9 @@ def _bins(spans: Sequence[Sequence[float]], value: float, out: np.ndarray) -> No
 
 def score_evs(samples: Sequence[Sample]) -> SourceScore:
     """EVS: F1 over 1-second bins; the mean runs over parsed samples only (parse failures are excluded)."""
-    issues: list[Issue] = []
-    f1s, failed = [], 0
-    for s in samples:
-        intervals = _intervals(s, issues)
-        if intervals is None:
-            failed += 1
-            continue
+    parsed, issues = _parsed_windows(samples)
+    f1s = []
+    for s, intervals in parsed:
         gt_map = np.zeros(EVS_BINS, dtype=np.float32)
         pred_map = np.zeros(EVS_BINS, dtype=np.float32)
         _bins(s.record["tgt"], 1, gt_map)
@@ -330,7 +320,7 @@ def score_evs(samples: Sequence[Sample]) -> SourceScore:
             rec, prc = tp / (tp + fn), tp / (tp + fp)
             f1s.append(2 * prc * rec / (prc + rec))
     f1 = sum(f1s) / len(f1s) if f1s else 0.0
-    return SourceScore({"Total": len(samples), "Failed": failed, "F1": round(f1, 5)}, issues)
+    return SourceScore({"Total": len(samples), "Failed": len(samples) - len(parsed), "F1": round(f1, 5)}, issues)
 
 
 def score_vhd(samples: Sequence[Sample]) -> SourceScore:
