@@ -96,7 +96,8 @@ class ETChatVisualMixin:
 
     config: ETChatFieldsConfig
 
-    def build_visual_modules(self, config: ETChatFieldsConfig) -> None:
+    def __init__(self, config: ETChatFieldsConfig) -> None:
+        super().__init__(config)  # type: ignore[call-arg]  # the HF base decoder
         width, q_width = config.vision_width, config.qformer_hidden_size
         # A direct parameter: it comes first in the state dict, as in the released files.
         self.qformer_query = nn.Parameter(torch.zeros(1, config.qformer_num_query_tokens, q_width))
@@ -109,6 +110,7 @@ class ETChatVisualMixin:
         self.qformer_q_proj = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width))
         self.qformer_k_proj = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width))
         self.qformer_v_proj = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, config.hidden_size))
+        self.post_init()  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------------ Q-Former tokenizer (not a module, not saved)
     @property
@@ -235,32 +237,17 @@ class ETChatPhi3Model(ETChatInitMixin, ETChatVisualMixin, Phi3Model):
     config_class = ETChatPhi3Config
     _no_split_modules = ["Phi3DecoderLayer", "EVABlock", "QFormerLayer"]
 
-    def __init__(self, config: ETChatPhi3Config) -> None:
-        super().__init__(config)
-        self.build_visual_modules(config)
-        self.post_init()
-
 
 class ETChatLlamaModel(ETChatInitMixin, ETChatVisualMixin, LlamaModel):
     config: ETChatLlamaConfig
     config_class = ETChatLlamaConfig
     _no_split_modules = ["LlamaDecoderLayer", "EVABlock", "QFormerLayer"]
 
-    def __init__(self, config: ETChatLlamaConfig) -> None:
-        super().__init__(config)
-        self.build_visual_modules(config)
-        self.post_init()
-
 
 class ETChatQwen2Model(ETChatInitMixin, ETChatVisualMixin, Qwen2Model):
     config: ETChatQwen2Config
     config_class = ETChatQwen2Config
     _no_split_modules = ["Qwen2DecoderLayer", "EVABlock", "QFormerLayer"]
-
-    def __init__(self, config: ETChatQwen2Config) -> None:
-        super().__init__(config)
-        self.build_visual_modules(config)
-        self.post_init()
 
 
 @dataclass
@@ -332,17 +319,22 @@ class ETChatCausalLMMixin:
     config: ETChatFieldsConfig
     model: Any
     lm_head: nn.Linear
+    base_model_class: type[nn.Module]  # the backbone's ETChat*Model, set by each model class
     # The loss is normalised here (token mean + sample mean); the Trainer must not pass num_items_in_batch.
     accepts_loss_kwargs = False
     _supports_flash_attn = False  # the frame mask is an explicit 4-D mask
     _supports_flex_attn = False
 
-    def build_heads(self, config: ETChatFieldsConfig) -> None:
+    def __init__(self, config: ETChatFieldsConfig) -> None:
+        super().__init__(config)  # type: ignore[call-arg]  # the HF PreTrainedModel
+        self.model = self.base_model_class(config)
+        self.vocab_size = config.vocab_size
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.use_matching:
             fan_in = config.matching_head_init == "fan_in"
             self.frm_head = MatchingHead(config.hidden_size, fan_in_init=fan_in)
             self.vid_head = MatchingHead(config.hidden_size, fan_in_init=fan_in)
+        self.post_init()  # type: ignore[attr-defined]
 
     @property
     def match_token_id(self) -> int | None:
@@ -544,13 +536,7 @@ class ETChatPhi3ForCausalLM(ETChatCausalLMMixin, ETChatInitMixin, Phi3PreTrained
     config_class = ETChatPhi3Config
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
     _no_split_modules = ["Phi3DecoderLayer", "EVABlock", "QFormerLayer"]
-
-    def __init__(self, config: ETChatPhi3Config) -> None:
-        super().__init__(config)
-        self.model = ETChatPhi3Model(config)
-        self.vocab_size = config.vocab_size
-        self.build_heads(config)
-        self.post_init()
+    base_model_class = ETChatPhi3Model
 
 
 class ETChatLlamaForCausalLM(ETChatCausalLMMixin, ETChatInitMixin, LlamaPreTrainedModel, GenerationMixin):
@@ -558,13 +544,7 @@ class ETChatLlamaForCausalLM(ETChatCausalLMMixin, ETChatInitMixin, LlamaPreTrain
     config_class = ETChatLlamaConfig
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
     _no_split_modules = ["LlamaDecoderLayer", "EVABlock", "QFormerLayer"]
-
-    def __init__(self, config: ETChatLlamaConfig) -> None:
-        super().__init__(config)
-        self.model = ETChatLlamaModel(config)
-        self.vocab_size = config.vocab_size
-        self.build_heads(config)
-        self.post_init()
+    base_model_class = ETChatLlamaModel
 
 
 class ETChatQwen2ForCausalLM(ETChatCausalLMMixin, ETChatInitMixin, Qwen2PreTrainedModel, GenerationMixin):
@@ -572,13 +552,7 @@ class ETChatQwen2ForCausalLM(ETChatCausalLMMixin, ETChatInitMixin, Qwen2PreTrain
     config_class = ETChatQwen2Config
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
     _no_split_modules = ["Qwen2DecoderLayer", "EVABlock", "QFormerLayer"]
-
-    def __init__(self, config: ETChatQwen2Config) -> None:
-        super().__init__(config)
-        self.model = ETChatQwen2Model(config)
-        self.vocab_size = config.vocab_size
-        self.build_heads(config)
-        self.post_init()
+    base_model_class = ETChatQwen2Model
 
 
 MODEL_CLASSES: dict[str, type[nn.Module]] = {

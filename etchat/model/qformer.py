@@ -101,10 +101,13 @@ class QFormerSelfAttention(nn.Module):
         return out.transpose(1, 2).reshape(*hidden.shape[:-1], -1)
 
 
-class QFormerSelfOutput(nn.Module):
-    def __init__(self, spec: QFormerSpec) -> None:
+class QFormerOutput(nn.Module):
+    """BERT's output block: project `in_features` back to the hidden size, dropout, add the residual, LayerNorm.
+    It follows attention (`in_features` = hidden size) and the FFN (`in_features` = intermediate size)."""
+
+    def __init__(self, spec: QFormerSpec, in_features: int) -> None:
         super().__init__()
-        self.dense = nn.Linear(spec.hidden_size, spec.hidden_size)
+        self.dense = nn.Linear(in_features, spec.hidden_size)
         self.LayerNorm = nn.LayerNorm(spec.hidden_size, eps=spec.layer_norm_eps)
         self.dropout = nn.Dropout(spec.dropout)
 
@@ -116,7 +119,7 @@ class QFormerAttention(nn.Module):
     def __init__(self, spec: QFormerSpec, is_cross_attention: bool = False) -> None:
         super().__init__()
         self.self = QFormerSelfAttention(spec, is_cross_attention)
-        self.output = QFormerSelfOutput(spec)
+        self.output = QFormerOutput(spec, spec.hidden_size)
 
     def forward(
         self, hidden: torch.Tensor, context: torch.Tensor | None = None, additive_mask: torch.Tensor | None = None
@@ -134,17 +137,6 @@ class QFormerIntermediate(nn.Module):
         return self.intermediate_act_fn(self.dense(hidden))
 
 
-class QFormerOutput(nn.Module):
-    def __init__(self, spec: QFormerSpec) -> None:
-        super().__init__()
-        self.dense = nn.Linear(spec.intermediate_size, spec.hidden_size)
-        self.LayerNorm = nn.LayerNorm(spec.hidden_size, eps=spec.layer_norm_eps)
-        self.dropout = nn.Dropout(spec.dropout)
-
-    def forward(self, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.dropout(self.dense(hidden)) + residual)
-
-
 class QFormerLayer(nn.Module):
     def __init__(self, spec: QFormerSpec, index: int) -> None:
         super().__init__()
@@ -153,9 +145,9 @@ class QFormerLayer(nn.Module):
         if self.has_cross_attention:
             self.crossattention = QFormerAttention(spec, is_cross_attention=True)
         self.intermediate = QFormerIntermediate(spec)
-        self.output = QFormerOutput(spec)
+        self.output = QFormerOutput(spec, spec.intermediate_size)
         self.intermediate_query = QFormerIntermediate(spec)
-        self.output_query = QFormerOutput(spec)
+        self.output_query = QFormerOutput(spec, spec.intermediate_size)
 
     def forward(
         self, hidden: torch.Tensor, self_mask: torch.Tensor, encoder_states: torch.Tensor, num_queries: int
