@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import shutil
 import subprocess
 import tempfile
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from common import bench_config, sync, write_figures
 from transformers.utils import logging as hf_logging
 
 from etchat.infer.engine import Engine
@@ -36,7 +36,7 @@ from etchat.infer.runner import ShardRunner
 from etchat.infer.samples import etbench_samples
 from etchat.infer.settings import InferSettings
 from etchat.infer.store import read_lines
-from etchat.model import build_demo_tokenizer, build_model, match_token_id, phi3_mini_config, tiny_config
+from etchat.model import build_demo_tokenizer, build_model, match_token_id
 
 CORPUS = [
     "<|system|>\nYou are a helpful AI assistant.<|end|>\n<|user|>\nWhen does the red square appear?<|end|>\n"
@@ -73,13 +73,12 @@ def annotations(root: Path, count: int, durations: tuple[float, ...]) -> Path:
 
 
 def run(engine: Engine, samples: list, log: Path, device: torch.device) -> dict[str, Any]:
+    sync(device)
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     summary = ShardRunner(engine, "etbench", log).run(samples)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync(device)
     seconds = time.perf_counter() - start
     lines = read_lines(log)
     if summary.errors:
@@ -120,12 +119,8 @@ def main() -> None:
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
         )
-        if args.tiny:
-            config = tiny_config("test", **ids)
-            durations: tuple[float, ...] = (8, 12)
-        else:
-            config = phi3_mini_config(3, **ids)
-            durations = DURATIONS
+        config = bench_config(args.tiny, **ids)
+        durations: tuple[float, ...] = (8, 12) if args.tiny else DURATIONS
         torch.manual_seed(0)
         build_start = time.perf_counter()
         with torch.device(device):
@@ -172,11 +167,7 @@ def main() -> None:
         results["speedup_b8_over_b1"] = runs[8]["samples_per_s"] / runs[1]["samples_per_s"]
         results["same_answers"] = f"{same}/{len(samples)}"
         print(f"batch 8 / batch 1 = {results['speedup_b8_over_b1']:.2f}x samples/s; same answers {same}/{len(samples)}")
-    out = args.json or (os.path.join(os.environ["OUT"], "bench_infer_gpu.json") if os.environ.get("OUT") else None)
-    if out:
-        with open(out, "w") as handle:
-            json.dump(results, handle, indent=2)
-        print(f"figures written to {out}")
+    write_figures(results, args.json, "bench_infer_gpu.json")
 
 
 if __name__ == "__main__":

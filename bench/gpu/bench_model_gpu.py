@@ -3,7 +3,7 @@
 One script, under 10 minutes on one H100 (usually 2-4):
 1. stage-3 style training step (forward + backward, no optimizer step) on one 146-frame video with a ~400-token
    conversation and 4 `<vid>` targets: stage-3 trainable set (Q-Former attention, aggregator, projector, full
-   `embed_tokens`/`lm_head`, matching heads; LoRA r128 on qkv/o when peft is installed). Timed with eager
+   `embed_tokens`/`lm_head`, matching heads; LoRA r128 on qkv/o as `etchat train` adds it). Timed with eager
    attention (the original's) and with SDPA, in the LLM and in EVA/Q-Former alike;
 2. batched inference: `generate` on 1 and 8 such videos (prefill time, decode tokens/s).
 Reports step time, peak memory, model FLOP utilisation (matmul/attention FLOPs counted by
@@ -16,16 +16,16 @@ Usage: python bench/gpu/bench_model_gpu.py [--json out.json] [--checkpointing] [
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import os
 import time
 from typing import Any
 
 import torch
+from common import bench_config, conversation, sync, write_figures
 from torch.utils.flop_counter import FlopCounterMode
 
-from etchat.model import IGNORE_INDEX, IMAGE_TOKEN_INDEX, build_model, phi3_mini_config, tiny_config
+from etchat.model import IGNORE_INDEX, build_model
+from etchat.train.run import TrainSettings, add_lora
+from etchat.train.stages import STAGES, set_trainable
 
 # Dense bf16 tensor-core peaks (no sparsity), FLOP/s.
 PEAK_BF16 = {"H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12}
@@ -39,35 +39,6 @@ def peak_flops(device: torch.device) -> tuple[float | None, str]:
         if all(part in name for part in key.split()):
             return PEAK_BF16[key], name
     return None, name
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def stage3_trainable(model: torch.nn.Module) -> int:
-    """Spec §4.3 stage 3 ('attention' tuning mode + matching): what requires grad, LoRA aside."""
-    count = 0
-    for name, param in model.named_parameters():
-        train = ("qformer" in name and ("attention" in name or "qformer_bert" not in name)) or any(
-            key in name for key in ("embed_tokens", "lm_head", "frm_head", "vid_head", "lora_")
-        )
-        param.requires_grad_(train)
-        count += param.numel() if train else 0
-    return count
-
-
-def conversation(config: Any, text_tokens: int, num_vids: int, generator: torch.Generator) -> tuple[list, list]:
-    """Random ids shaped like an E.T. Instruct sample: prompt with <image>, an answer with <vid>s."""
-    vocab = min(config.vocab_size, 32000)
-    prompt_len = text_tokens // 2
-    prompt = torch.randint(3, vocab, (prompt_len,), generator=generator).tolist()
-    prompt[2] = IMAGE_TOKEN_INDEX
-    answer = torch.randint(3, vocab, (text_tokens - prompt_len,), generator=generator).tolist()
-    for i in range(num_vids):
-        answer[4 + 6 * i] = config.match_token_id
-    return prompt, answer
 
 
 def train_inputs(config: Any, frames: torch.Tensor, text_tokens: int, device: torch.device) -> dict:
@@ -165,7 +136,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--checkpointing", action="store_true", help="gradient checkpointing of the LLM layers")
-    parser.add_argument("--no-lora", action="store_true", help="skip LoRA even if peft is installed")
+    parser.add_argument("--no-lora", action="store_true", help="no LoRA layers")
     parser.add_argument("--tiny", action="store_true", help="tiny model (check the script, e.g. on CPU)")
     parser.add_argument("--json", type=str, default=None, help="also write the figures to this file")
     args = parser.parse_args()
@@ -173,27 +144,20 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     torch.manual_seed(0)
+    config = bench_config(args.tiny)
     if args.tiny:
-        config = tiny_config("test", vocab_size=512, match_token_id=500, bos_token_id=1, eos_token_id=2, pad_token_id=0)
         args.frames, args.text_tokens = min(args.frames, 16), min(args.text_tokens, 64)
-    else:
-        config = phi3_mini_config(3)
     build_start = time.perf_counter()
     with torch.device(device):  # random init directly on the GPU, in bf16
         model = build_model(config, dtype=dtype, attn_implementation="sdpa")
     lora = "no"
     if not args.no_lora:
-        with contextlib.suppress(ImportError):
-            import peft
-
-            model = peft.get_peft_model(
-                model, peft.LoraConfig(r=128, lora_alpha=256, lora_dropout=0.05, target_modules=["qkv_proj", "o_proj"])
-            )
-            model = model.base_model.model  # keep our forward/generate; the LoRA layers stay in place
-            lora = "r128 qkv_proj/o_proj"
+        settings = TrainSettings(stages=[3])  # training's LoRA: r128, alpha 256 on qkv_proj/o_proj
+        model = add_lora(model, settings).base_model.model  # keep our forward/generate; the LoRA layers stay
+        lora = f"r{settings.lora_r} qkv_proj/o_proj"
     if args.checkpointing:
         model.activation_checkpointing_enable()
-    trainable = stage3_trainable(model)
+    trainable = set_trainable(model, STAGES[3])["trainable"]
     sync(device)
     total_params = sum(p.numel() for p in model.parameters())
     peak, card = peak_flops(device)
@@ -257,11 +221,7 @@ def main() -> None:
         f"decode tok/s batch 8 / batch 1 [sdpa] = {results['generate_b8_over_b1_tok_s']:.2f}x; "
         f"prefill eager / sdpa (batch 8) = {results['prefill_eager_over_sdpa_b8']:.2f}x"
     )
-    out = args.json or (os.path.join(os.environ["OUT"], "bench_model_gpu.json") if os.environ.get("OUT") else None)
-    if out:
-        with open(out, "w") as handle:
-            json.dump(results, handle, indent=2)
-        print(f"figures written to {out}")
+    write_figures(results, args.json, "bench_model_gpu.json")
 
 
 if __name__ == "__main__":

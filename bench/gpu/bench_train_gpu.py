@@ -14,7 +14,6 @@ Usage: python bench/gpu/bench_train_gpu.py [--steps 4] [--precision bf16|fp16] [
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -28,8 +27,10 @@ from transformers import TrainerCallback, TrainingArguments
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from common import bench_config, conversation, sync, write_figures  # noqa: E402
+
 from etchat.data.collate import TrainingCollator  # noqa: E402
-from etchat.model import IGNORE_INDEX, IMAGE_TOKEN_INDEX, build_model, phi3_mini_config, tiny_config  # noqa: E402
+from etchat.model import IGNORE_INDEX, build_model  # noqa: E402
 from etchat.train.run import (  # noqa: E402
     TrainSettings,
     add_lora,
@@ -52,18 +53,12 @@ class ShapedLikeETInstruct(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         g = torch.Generator().manual_seed(i)
-        vocab = min(self.config.vocab_size, 32000)
-        half = self.text_tokens // 2
-        prompt = torch.randint(3, vocab, (half,), generator=g).tolist()
-        prompt[2] = IMAGE_TOKEN_INDEX
-        answer = torch.randint(3, vocab, (self.text_tokens - half,), generator=g).tolist()
-        for k in range(4):
-            answer[4 + 6 * k] = self.config.match_token_id
+        prompt, answer = conversation(self.config, self.text_tokens, 4, g)
         t = self.frames
         return {
             "index": i,
             "input_ids": torch.tensor(prompt + answer),
-            "labels": torch.tensor([IGNORE_INDEX] * half + answer),
+            "labels": torch.tensor([IGNORE_INDEX] * len(prompt) + answer),
             "frames": torch.randn(t, 3, self.size, self.size, generator=g),
             "queries": ["When does the event happen? " * 4],
             "src": [],
@@ -75,16 +70,12 @@ class StepTimer(TrainerCallback):
     def __init__(self, device: torch.device) -> None:
         self.device, self.times, self._start = device, [], 0.0
 
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
     def on_step_begin(self, args, state, control, **kwargs):
-        self._sync()
+        sync(self.device)
         self._start = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
-        self._sync()
+        sync(self.device)
         self.times.append(time.perf_counter() - self._start)
 
 
@@ -108,11 +99,9 @@ def main() -> None:
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     torch.manual_seed(0)
+    config = bench_config(args.tiny)
     if args.tiny:
-        config = tiny_config("test", vocab_size=512, match_token_id=500, bos_token_id=1, eos_token_id=2, pad_token_id=0)
         args.frames, args.text_tokens = min(args.frames, 16), min(args.text_tokens, 64)
-    else:
-        config = phi3_mini_config(3)
     start = time.perf_counter()
     with torch.device(device):
         model = build_model(config, dtype=torch.float32, attn_implementation=args.attn)
@@ -187,8 +176,7 @@ def main() -> None:
         f"{timer.times[0]:.1f} s; peak {results['peak_mem_gib'] or float('nan'):.1f} GiB; "
         f"{counts['trainable'] / 1e6:.0f} M of {counts['total'] / 1e9:.2f} B parameters trainable; losses {losses}"
     )
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+    write_figures(results, args.json, "bench_train_gpu.json")
 
 
 if __name__ == "__main__":
