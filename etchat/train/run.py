@@ -166,21 +166,29 @@ def load_start(
             raise ConfigError(f"stage {stage} needs --init, the checkpoint directory it starts from")
         overrides = stage_fields(stage)
         allow_missing: tuple[str, ...] = ()
+        tokenizer = None
         if use_matching:
+            # Stage 3 adds <vid> (Phi-3's tokenizer has none), so the config takes its id before the weights load.
             from transformers import AutoTokenizer
 
-            probe = AutoTokenizer.from_pretrained(init)
-            overrides["match_token_id"] = add_match_token(probe)
+            tokenizer = AutoTokenizer.from_pretrained(init)
+            overrides["match_token_id"] = add_match_token(tokenizer)
             allow_missing = ("frm_head.", "vid_head.")
         # fp32 weights in memory whatever the file holds: DeepSpeed fp16/bf16 keeps fp32 masters (as the original,
         # which loads in fp32 and lets DeepSpeed cast).
-        model, tokenizer = load_checkpoint(
-            init, dtype=torch.float32, attn_implementation=attn, config_overrides=overrides, allow_missing=allow_missing
+        model, loaded = load_checkpoint(
+            init,
+            dtype=torch.float32,
+            attn_implementation=attn,
+            config_overrides=overrides,
+            allow_missing=allow_missing,
+            load_tokenizer=tokenizer is None,
         )
+        tokenizer = tokenizer or loaded
         if tokenizer is None:
             raise DataError(f"{init}: no tokenizer files in the checkpoint directory")
         if use_matching:
-            add_match_token(tokenizer, model)
+            add_match_token(tokenizer, model)  # resizes the embeddings when the tokenizer outgrew them
     tokenizer.model_max_length = settings.model_max_length
     model.model.set_visual_attn_implementation(attn)
     return model, tokenizer

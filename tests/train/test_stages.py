@@ -87,11 +87,17 @@ def test_demo_vision_tower_is_trainable_only_when_asked(real_size_models):
 @pytest.mark.parametrize(
     ("stage", "workers", "per_device", "accumulation"),
     [
-        (1, 1, 4, 64), (1, 2, 4, 32), (1, 8, 4, 8),  # 256 = 4 x GA x workers (the paper: 4 x 8 x 8)
-        (2, 1, 1, 128), (2, 2, 1, 64), (2, 8, 1, 16),  # 128
-        (3, 1, 1, 32), (3, 2, 1, 16), (3, 8, 1, 4),  # 32
+        (1, 1, 4, 64),
+        (1, 2, 4, 32),
+        (1, 8, 4, 8),  # 256 = 4 x GA x workers (the paper: 4 x 8 x 8)
+        (2, 1, 1, 128),
+        (2, 2, 1, 64),
+        (2, 8, 1, 16),  # 128
+        (3, 1, 1, 32),
+        (3, 2, 1, 16),
+        (3, 8, 1, 4),  # 32
     ],
-)  # fmt: skip
+)
 def test_global_batch_is_kept_for_1_2_and_8_workers(stage, workers, per_device, accumulation):
     hyper = PAPER_HYPER[stage]
     plan = plan_batch(hyper.global_batch, hyper.per_device_batch, workers, stage)
@@ -114,3 +120,30 @@ def test_deepspeed_config_clips_only_when_asked(tmp_path):
     assert config["gradient_clipping"] == 0.0  # explicit: DeepSpeed 0.19 would clip at 1.0 without the key
     assert config["zero_optimization"]["stage"] == 2
     assert deepspeed_config(None, 1.0)["gradient_clipping"] == 1.0
+
+
+def test_stage3_starts_from_a_stage2_tokenizer_without_vid(tmp_path):
+    """The real path: Phi-3's tokenizer has no <vid> until stage 3 adds it in the free row after the last token."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from etchat.model import match_token_id, save_checkpoint, tiny_config
+    from etchat.train.run import load_start
+
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    specials = ["<unk>", "<s>", "<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
+    bpe.train_from_iterator(
+        ["when does the red square appear"] * 4,
+        trainers.BpeTrainer(vocab_size=300, special_tokens=specials, show_progress=False),
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token="<s>", eos_token="<|endoftext|>", unk_token="<unk>", pad_token="<unk>"
+    )
+    size = len(tokenizer)
+    config = tiny_config("test", vocab_size=size + 8, stage=2, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    save_checkpoint(build_model(config), tmp_path / "stage2", tokenizer)
+
+    model, loaded = load_start(3, str(tmp_path / "stage2"), {}, TrainSettings(stages=[3]), use_matching=True)
+    assert match_token_id(loaded) == size == model.config.match_token_id and model.config.use_matching
+    assert model.get_input_embeddings().weight.shape[0] == size + 8  # a free row: nothing resized
