@@ -18,49 +18,28 @@ from transformers import LlamaConfig, Phi3Config, PreTrainedConfig, Qwen2Config
 
 from etchat.errors import ConfigError
 
-# Fields of the original `ModelArguments` that end up in config.json (spec §1.8), with their defaults.
-ETCHAT_FIELDS: tuple[str, ...] = (
-    "model_name_or_path",
-    "language_model",
-    "conv_type",
-    "vision_tower",
-    "vision_processor",
-    "vision_output_layer",
-    "vision_output_token",
-    "mm_projector",
-    "pretrain_vision_tower",
-    "pretrain_qformer",
-    "pretrain_projector",
-    "use_matching",
-    "use_time_tag",
-    "bi_attention",
-    "alpha",
-    "load_base_models",
-    "match_token_id",
+# Size fields added by this re-implementation; written only when they differ from their (the real) defaults.
+SIZE_FIELDS: tuple[str, ...] = (
+    "vision_image_size",
+    "vision_patch_size",
+    "vision_width",
+    "vision_num_heads",
+    "vision_mlp_ratio",
+    "vision_full_depth",
+    "vision_trainable",
+    "qformer_hidden_size",
+    "qformer_num_hidden_layers",
+    "qformer_num_attention_heads",
+    "qformer_intermediate_size",
+    "qformer_num_query_tokens",
+    "qformer_cross_attention_freq",
+    "qformer_vocab_size",
+    "qformer_max_position_embeddings",
+    "qformer_max_text_length",
+    "qformer_dropout",
+    "qformer_initializer_range",
+    "matching_head_init",
 )
-
-# Size fields added by this re-implementation; written only when they differ from these (the real) values.
-SIZE_FIELD_DEFAULTS: dict[str, Any] = {
-    "vision_image_size": 224,
-    "vision_patch_size": 14,
-    "vision_width": 1408,
-    "vision_num_heads": 16,
-    "vision_mlp_ratio": 4.3637,
-    "vision_full_depth": 40,
-    "vision_trainable": False,
-    "qformer_hidden_size": 768,
-    "qformer_num_hidden_layers": 12,
-    "qformer_num_attention_heads": 12,
-    "qformer_intermediate_size": 3072,
-    "qformer_num_query_tokens": 32,
-    "qformer_cross_attention_freq": 2,
-    "qformer_vocab_size": 30523,
-    "qformer_max_position_embeddings": 512,
-    "qformer_max_text_length": 256,
-    "qformer_dropout": 0.1,
-    "qformer_initializer_range": 0.02,
-    "matching_head_init": "normal",
-}
 
 MATCHING_HEAD_INITS: tuple[str, ...] = ("normal", "fan_in")
 
@@ -163,8 +142,8 @@ class ETChatFieldsConfig(PreTrainedConfig):
         data = legacy_config_dict(data)
         if use_diff and self._name_or_path:
             data["_name_or_path"] = self._name_or_path
-        for key, default in SIZE_FIELD_DEFAULTS.items():
-            if key in data and data[key] == default:
+        for key in SIZE_FIELDS:
+            if key in data and data[key] == getattr(ETChatFieldsConfig, key):
                 del data[key]
         # Stage-1/2 files have no match_token_id key at all.
         if data.get("match_token_id", 0) is None:

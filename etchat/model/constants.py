@@ -16,23 +16,9 @@ MATCH_TOKEN: str = "<vid>"
 # The released ETChat-Phi3-Mini-Stage-3 tokenizer puts <vid> on the unused row 32011 of Phi-3's 32064.
 PHI3_MATCH_TOKEN_ID: int = 32011
 
-# Phi-3 chat special tokens (ids are those of microsoft/Phi-3-mini-4k-instruct).
-PHI3_SPECIAL_TOKENS: dict[str, int] = {
-    "<s>": 1,
-    "<|endoftext|>": 32000,
-    "<|assistant|>": 32001,
-    "<|system|>": 32006,
-    "<|end|>": 32007,
-    "<|user|>": 32010,
-}
 PHI3_CHAT_TOKENS: tuple[str, ...] = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
 
 # The Q-Former's BERT tokenizer gets this extra bos token (InstructBLIP); vocabulary 30522 + 1.
 QFORMER_BOS_TOKEN: str = "[DEC]"
-QFORMER_VOCAB_SIZE: int = 30523
 # sha256 of bert-base-uncased/vocab.txt (git blob fb140275c155a9c7c5a3b3e0e77a9e839594a938, 30522 lines).
 BERT_UNCASED_VOCAB_SHA256: str = "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"
-
-# CLIP normalisation used by the original transforms; the video code owns the transform, this is for reference.
-CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)

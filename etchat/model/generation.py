@@ -231,26 +231,13 @@ def generate(
         inputs = inputs + feedback[:, None].to(inputs.dtype)
         valid_keys = torch.cat((valid_keys, torch.ones(batch_size, 1, dtype=torch.bool, device=device)), 1)
         step_mask = decode_attention_mask(valid_keys, inputs.dtype)
-        with _capture(model, match_id is not None) as step_states:
-            out = model.model(
-                inputs_embeds=inputs,
-                attention_mask=step_mask,
-                position_ids=positions[:, None],
-                cache=cache,
-                use_cache=True,
-            )
+        out, step_states = model.backbone_pass(inputs, step_mask, positions[:, None], match_id is not None, cache)
         logits = model.lm_head(out.last_hidden_state[:, -1]).float()
         if match_id is not None:
             vid_states = step_states.before_last_layer[:, -1]
         positions = positions + 1
 
     return ETChatGeneration(histories, matched, vid_positions, probs_out)
-
-
-def _capture(model: Any, enabled: bool):
-    from .modeling import capture_matching_states
-
-    return capture_matching_states(model.model, enabled)
 
 
 def detokenize(

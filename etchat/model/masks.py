@@ -45,7 +45,6 @@ def decode_attention_mask(valid_keys: torch.Tensor, dtype: torch.dtype) -> torch
     return to_additive(valid_keys[:, None, :], dtype)
 
 
-def position_ids_from_valid(valid: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
+def position_ids_from_valid(valid: torch.Tensor) -> torch.Tensor:
     """Contiguous positions over valid tokens (0 for leading padding), as if each sample were alone."""
-    positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
-    return positions if offset is None else positions + offset[:, None]
+    return (valid.long().cumsum(-1) - 1).clamp(min=0)

@@ -385,9 +385,20 @@ class ETChatCausalLMMixin:
         dtype = batch.inputs_embeds.dtype
         mask = build_attention_mask(batch.valid, batch.frame_block, self.config.bi_attention, dtype)
         positions = position_ids_from_valid(batch.valid)
+        return self.backbone_pass(batch.inputs_embeds, mask, positions, capture, cache)
+
+    def backbone_pass(
+        self,
+        inputs_embeds: torch.Tensor,
+        mask: torch.Tensor,
+        positions: torch.Tensor,
+        capture: bool,
+        cache: Any = None,
+    ) -> tuple[Any, CapturedStates]:
+        """The HF decoder's public forward, with the matching states captured when asked (prefill and decode)."""
         with capture_matching_states(self.model, capture) as states:
             outputs = self.model(
-                inputs_embeds=batch.inputs_embeds,
+                inputs_embeds=inputs_embeds,
                 attention_mask=mask,
                 position_ids=positions,
                 cache=cache,
@@ -577,11 +588,8 @@ def build_model(
 
 def register_auto_classes() -> None:
     """Make `AutoConfig`/`AutoModelForCausalLM` resolve the etchat_* model types (idempotent)."""
-    for config_cls, model_cls in (
-        (ETChatPhi3Config, ETChatPhi3ForCausalLM),
-        (ETChatLlamaConfig, ETChatLlamaForCausalLM),
-        (ETChatQwen2Config, ETChatQwen2ForCausalLM),
-    ):
+    for model_cls in MODEL_CLASSES.values():
+        config_cls = model_cls.config_class
         with contextlib.suppress(ValueError):
             AutoConfig.register(config_cls.model_type, config_cls)
         with contextlib.suppress(ValueError):

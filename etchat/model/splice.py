@@ -137,7 +137,6 @@ def splice_batch(
     lengths = [p["emb"].shape[0] for p in pieces]
     max_len = max(lengths)
     hidden = text_embeds.shape[-1]
-    out_emb = text_embeds.new_zeros(batch, max_len, hidden)
     valid = torch.zeros(batch, max_len, dtype=torch.bool, device=input_ids.device)
     block = torch.full((batch, max_len), -1, dtype=torch.long, device=input_ids.device)
     token_ids = torch.full((batch, max_len), IGNORE_INDEX, dtype=torch.long, device=input_ids.device)
@@ -163,5 +162,4 @@ def splice_batch(
         else:
             last_block.append(None)
             last_tokens.append(None)
-    out_emb = torch.stack(emb_rows)
-    return SplicedBatch(out_emb, valid, block, token_ids, out_labels, last_block, last_tokens, lengths)
+    return SplicedBatch(torch.stack(emb_rows), valid, block, token_ids, out_labels, last_block, last_tokens, lengths)

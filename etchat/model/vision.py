@@ -126,10 +126,6 @@ class EVAVisionTower(nn.Module):
             self.vision_tower.requires_grad_(False)
 
     @property
-    def hidden_size(self) -> int:
-        return self.spec.width
-
-    @property
     def num_patches(self) -> int:
         return self.spec.num_patches
 

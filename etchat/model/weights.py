@@ -28,7 +28,7 @@ from safetensors.torch import load_file
 
 from etchat.errors import UserFacingError
 
-from .config import CONFIG_CLASSES, ETChatFieldsConfig
+from .config import ETChatFieldsConfig
 from .modeling import MODEL_CLASSES
 
 logger = logging.getLogger(__name__)
@@ -195,13 +195,7 @@ def build_from_base(
     then EVA and the Q-Former from their original files. Only E.T. Chat's own modules may be missing from the LLM
     directory; the aggregator/projector (and heads) keep their random init."""
     llm_dir = Path(llm_dir)
-    model_cls = MODEL_CLASSES[config.model_type]
-    model, info = model_cls.from_pretrained(
-        llm_dir, config=config, dtype=dtype, attn_implementation=attn_implementation, output_loading_info=True
-    )
-    prefixes = _etchat_prefixes(config)
-    missing = [k for k in info["missing_keys"] if not k.startswith(prefixes)]
-    _raise_on_keys(llm_dir, missing, info["unexpected_keys"], info.get("mismatched_keys", []))
+    model = _from_pretrained_checked(llm_dir, config, dtype, attn_implementation, _etchat_prefixes(config))
     load_base_weights(model, eva_path, qformer_path)
     if eva_path is not None or qformer_path is not None:
         model.config.pretrain_vision_tower = str(eva_path) if eva_path is not None else None
@@ -211,12 +205,22 @@ def build_from_base(
     return model
 
 
-def _raise_on_keys(path: Path, missing: Sequence[str], unexpected: Sequence[str], mismatched: Sequence[Any]) -> None:
+def _from_pretrained_checked(
+    path: Path, config: ETChatFieldsConfig, dtype: torch.dtype | None, attn: str, allow_missing: Sequence[str]
+) -> Any:
+    """`from_pretrained` of `config`'s model class; any key missing (outside `allow_missing`), unexpected or
+    mismatched raises, where HF would only warn."""
+    model, info = MODEL_CLASSES[config.model_type].from_pretrained(
+        path, config=config, dtype=dtype, attn_implementation=attn, output_loading_info=True
+    )
+    missing = [k for k in info["missing_keys"] if not k.startswith(tuple(allow_missing))]
+    unexpected, mismatched = info["unexpected_keys"], info.get("mismatched_keys", [])
     if missing or unexpected or mismatched:
         raise CheckpointError(
             f"{path}: checkpoint does not match the model: missing {sorted(missing)[:8]} ({len(missing)}), "
             f"unexpected {sorted(unexpected)[:8]} ({len(unexpected)}), mismatched {list(mismatched)[:4]}"
         )
+    return model
 
 
 def load_checkpoint(
@@ -243,16 +247,11 @@ def load_checkpoint(
     model_type = raw.get("model_type")
     if model_type not in MODEL_CLASSES:
         raise CheckpointError(f"{config_file}: model_type {model_type!r}; expected one of {sorted(MODEL_CLASSES)}")
-    config_cls = CONFIG_CLASSES[model_type.removeprefix("etchat_")]
-    config = config_cls.from_pretrained(path)
+    config = MODEL_CLASSES[model_type].config_class.from_pretrained(path)
     for key, value in (config_overrides or {}).items():
         setattr(config, key, value)
     config.check_etchat_fields()
-    model, info = MODEL_CLASSES[model_type].from_pretrained(
-        path, config=config, dtype=dtype, attn_implementation=attn_implementation, output_loading_info=True
-    )
-    missing = [k for k in info["missing_keys"] if not k.startswith(tuple(allow_missing))]
-    _raise_on_keys(path, missing, info["unexpected_keys"], info.get("mismatched_keys", []))
+    model = _from_pretrained_checked(path, config, dtype, attn_implementation, allow_missing)
     if device is not None:
         model.to(device)
     tokenizer = None

@@ -265,6 +265,8 @@ def run(args: argparse.Namespace) -> int:
     disable_deepspeed_shm_op()
     import deepspeed
 
+    from etchat.train.trainer import barrier
+
     deepspeed.init_distributed()  # now, so that rank 0 can prepare the working directory behind a barrier
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     plan = plan_batch(hyper.global_batch, hyper.per_device_batch, world, args.stage)
@@ -298,7 +300,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if rank == 0 and workdir.claim(digest, {"stage": args.stage, "init": args.init, "annotations": args.annotations}):
         workdir.remove_incomplete()
-    _barrier_if_distributed()
+    barrier()
     resume = workdir.latest()
     if resume is not None:
         log.info("resuming from %s", resume)
@@ -436,7 +438,7 @@ def run(args: argparse.Namespace) -> int:
         }
         write_json_atomic(args.summary, summary)
         log.info("stage %d done: %d steps in %.1f s; checkpoint %s", args.stage, steps, elapsed, args.out)
-    _barrier_if_distributed()
+    barrier()
     check_skip_rate(
         prepared.skipped + runtime_skips,
         prepared.total,
@@ -445,10 +447,3 @@ def run(args: argparse.Namespace) -> int:
         f"stage {args.stage}",
     )
     return 0
-
-
-def _barrier_if_distributed() -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()

@@ -7,7 +7,6 @@ constants here; the hyper-parameters (learning rates, global batch, steps, filte
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -164,7 +163,3 @@ PAPER_HYPER: dict[int, StageHyper] = {
         max_num_words=200,
     ),
 }
-
-
-def count_parameters(params: Iterable[nn.Parameter]) -> int:
-    return sum(p.numel() for p in params)

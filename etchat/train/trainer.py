@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 METRIC_COLUMNS = ("step", "epoch", "loss", "lm_loss", "match_loss", "learning_rate", "grad_norm", "samples_per_s")
 
 
-def _barrier() -> None:
+def barrier() -> None:
+    """Wait for every worker when training is distributed (a no-op in one process)."""
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
 
@@ -180,7 +181,7 @@ class MetricsCallback(TrainerCallback):
         with open(self.workdir.live_metrics, "a", encoding="utf-8") as f:
             if new:
                 f.write("\t".join(METRIC_COLUMNS) + "\n")
-            f.write("\t".join(_fmt(row.get(c)) for c in METRIC_COLUMNS) + "\n")
+            f.write(_metrics_line(row) + "\n")
         if self.writer is not None:
             for key in METRIC_COLUMNS[2:]:
                 value = row.get(key)
@@ -212,11 +213,11 @@ class CompleteCheckpointCallback(TrainerCallback):
         self.keep = keep
 
     def on_save(self, args, state, control, **kwargs):
-        _barrier()
+        barrier()
         if state.is_world_process_zero:
             path = self.workdir.mark_complete(state.global_step, self.keep)
             log.info("checkpoint %s complete", path)
-        _barrier()
+        barrier()
 
 
 def metrics_rows(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -231,8 +232,12 @@ def metrics_rows(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def write_metrics(rows: list[dict[str, Any]], path: str | Path) -> None:
     from etchat.io import write_text_atomic
 
-    lines = ["\t".join(METRIC_COLUMNS)] + ["\t".join(_fmt(r.get(c)) for c in METRIC_COLUMNS) for r in rows]
+    lines = ["\t".join(METRIC_COLUMNS)] + [_metrics_line(r) for r in rows]
     write_text_atomic(path, "\n".join(lines) + "\n")
+
+
+def _metrics_line(row: dict[str, Any]) -> str:
+    return "\t".join(_fmt(row.get(c)) for c in METRIC_COLUMNS)
 
 
 def _fmt(value: Any) -> str:
