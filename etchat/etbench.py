@@ -18,21 +18,6 @@ CAPABILITIES: dict[str, tuple[str, ...]] = {
     "complex": ("tem", "gvq"),
 }
 
-TASK_NAMES: dict[str, str] = {
-    "rar": "Referred Action Recognition",
-    "eca": "Event-Caption Alignment",
-    "rvq": "Referred Video Question-Answering",
-    "tvg": "Temporal Video Grounding",
-    "epm": "Episodic Memory",
-    "tal": "Temporal Action Localization",
-    "evs": "Extractive Video Summarization",
-    "vhd": "Video Highlight Detection",
-    "dvc": "Dense Video Captioning",
-    "slc": "Step Localization and Captioning",
-    "tem": "Temporal Event Matching",
-    "gvq": "Grounded Video Question-Answering",
-}
-
 
 @dataclass(frozen=True)
 class TaskShape:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import glob
+import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +41,31 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         tmp_path.unlink(missing_ok=True)
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+def remove_stale_temporaries(path: str | os.PathLike) -> None:
+    """Delete the temporary files a killed `atomic_path` block left for `path` (`.name.*` beside it)."""
+    path = Path(path)
+    if path.parent.is_dir():
+        # Escaped: a name such as `v [1].mp4` is not a glob pattern.
+        for stale in path.parent.glob(glob.escape(f".{path.name}.") + "*"):
+            stale.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str, newline: str | None = None) -> None:
+    """`newline` as for open(): "" writes `text` as it is, without translating line endings."""
     with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
+        with open(tmp, "w", encoding="utf-8", newline=newline) as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+
+
+def write_tsv_atomic(path: str | os.PathLike, header: Iterable, rows: Iterable[Iterable]) -> None:
+    """A tab-separated file with "\\n" line ends, fields quoted by csv only where needed."""
+    buffer = StringIO()
+    writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_text_atomic(path, buffer.getvalue(), newline="")
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any, indent: int | None = 2) -> None:
@@ -67,3 +90,12 @@ def resolve_inside(root: str | os.PathLike, relative: str) -> Path:
     if candidate != root_path and root_path not in candidate.parents:
         raise DataError(f"path {relative!r} leaves its data root {root_path}; use a path relative to that root")
     return candidate
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's content, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -18,11 +18,12 @@ Frames are sampled at `fps` (1: the original) with the original index arithmetic
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +34,12 @@ from torch.utils.data import Dataset
 from etchat.data.conversation import ConversationError, build_conversation, first_answer_words
 from etchat.data.tokenization import tokenize_conversation
 from etchat.errors import DataError
-from etchat.io import atomic_path
+from etchat.io import write_text_atomic
 from etchat.model.constants import IMAGE_TOKEN_INDEX, MATCH_TOKEN
 from etchat.video.sampling import read_video
 from etchat.video.transforms import get_transform, load_image
 
 log = logging.getLogger(__name__)
-
-SKIP_COLUMNS = ("index", "id", "media", "kind", "phase", "reason")
 
 
 @dataclass(frozen=True)
@@ -98,6 +97,9 @@ class SkipRow:
     reason: str
 
 
+SKIP_COLUMNS = tuple(f.name for f in fields(SkipRow))
+
+
 @dataclass(frozen=True)
 class Item:
     """A record that passed the checks: its index in the annotation list and what the sampler needs."""
@@ -117,6 +119,11 @@ class SkippedSample:
 
 def record_id(record: dict, index: int) -> str:
     return str(record.get("id") or record.get("video") or record.get("image") or f"#{index}")
+
+
+def _skip_row(record: dict, index: int, kind: str, phase: str, reason: str) -> SkipRow:
+    """The skipped-records row of a record (a dict) that is left out."""
+    return SkipRow(index, record_id(record, index), media_label(record), kind, phase, reason)
 
 
 def media_of(record: dict) -> tuple[str, str | None]:
@@ -164,9 +171,7 @@ class TrainingDataset(Dataset):
                 frames = self._frames(item, record)
             except (DataError, OSError, RuntimeError, ValueError) as err:
                 reason = f"cannot load {item.modality}: {str(err).splitlines()[0][:300]}"
-                return SkippedSample(
-                    SkipRow(item.index, record_id(record, item.index), media_label(record), "skipped", "train", reason)
-                )
+                return SkippedSample(_skip_row(record, item.index, "skipped", "train", reason))
             if isinstance(frames, SkippedSample):
                 return frames
         conversation = build_conversation(
@@ -202,9 +207,7 @@ class TrainingDataset(Dataset):
             # Length bounds unknown before decoding (no duration anywhere) are the §3.1 filter, applied now.
             reason = _length_filter(video.duration, s) if item.duration is None else None
             if reason:
-                return SkippedSample(
-                    SkipRow(item.index, record_id(record, item.index), media_label(record), "filtered", "train", reason)
-                )
+                return SkippedSample(_skip_row(record, item.index, "filtered", "train", reason))
             frames = self.transform(video.frames)
         if s.cache_frames:
             self._cache[key] = frames
@@ -243,10 +246,9 @@ def check_record(
     record: dict, index: int, settings: DataSettings, media: MediaSource, tokenizer
 ) -> tuple[Item | None, SkipRow | None]:
     """An `Item` for a usable record, or the `SkipRow` saying why it is left out."""
-    rid = record_id(record, index)
 
     def row(kind: str, reason: str) -> tuple[None, SkipRow]:
-        return None, SkipRow(index, rid, media_label(record), kind, "prepare", reason)
+        return None, _skip_row(record, index, kind, "prepare", reason)
 
     try:
         modality, rel = media_of(record)
@@ -370,8 +372,8 @@ def write_skipped(rows: Sequence[SkipRow], path: str | Path) -> None:
         [[getattr(r, c) for c in SKIP_COLUMNS] for r in sorted(seen.values(), key=lambda r: r.index)],
         columns=list(SKIP_COLUMNS),
     )
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, sep="\t", index=False)
+    # newline="": the text is already what to_csv writes to a file (its own line ends).
+    write_text_atomic(path, frame.to_csv(sep="\t", index=False), newline="")
 
 
 def read_skipped(path: str | Path) -> list[SkipRow]:
@@ -390,12 +392,8 @@ def check_skip_rate(rows: Sequence[SkipRow], total: int, max_fraction: float, ts
     skipped = len({r.index for r in rows if r.kind == "skipped"})
     rate = skipped / total if total else 0.0
     if rate > max_fraction:
-        reasons: dict[str, int] = {}
-        for r in rows:
-            if r.kind == "skipped":
-                key = r.reason.split(":")[0]
-                reasons[key] = reasons.get(key, 0) + 1
-        top = ", ".join(f"{k} ({v})" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])[:5])
+        reasons = collections.Counter(r.reason.split(":")[0] for r in rows if r.kind == "skipped")
+        top = ", ".join(f"{k} ({v})" for k, v in reasons.most_common(5))  # ties keep first-seen order
         raise DataError(
             f"{what}: {skipped} of {total} records ({rate:.1%}) cannot be used, more than the allowed "
             f"train.max_skip_fraction = {max_fraction:g}. Most common reasons: {top}. Every record and its reason "

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import csv
 import logging
 import os
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from pathlib import Path
 
 from etchat.data.formats import CHECKERS, FORMATS, record_label, roots_from
 from etchat.errors import DataError
-from etchat.io import atomic_path, read_json, write_json_atomic, write_text_atomic
+from etchat.io import read_json, write_json_atomic, write_text_atomic, write_tsv_atomic
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +43,7 @@ class ValidationResult:
         return len({p.index for p in self.problems})
 
     def report(self) -> dict:
-        reasons = collections.Counter(p.reason.split(":")[0] if ":" in p.reason else p.reason for p in self.problems)
+        reasons = collections.Counter(p.reason.split(":")[0] for p in self.problems)
         return {
             "file": str(self.path),
             "format": self.format,
@@ -85,12 +84,8 @@ def validate_file(
 
 
 def _write_problems(path: Path, result: ValidationResult) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f, delimiter="\t", lineterminator="\n")
-            writer.writerow(["file", "index", "record", "reason"])
-            for p in result.problems:
-                writer.writerow([str(result.path), p.index, p.label, p.reason])
+    rows = ([str(result.path), p.index, p.label, p.reason] for p in result.problems)
+    write_tsv_atomic(path, ["file", "index", "record", "reason"], rows)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -15,7 +15,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 from etchat.errors import DataError
-from etchat.io import write_json_atomic
+from etchat.io import file_sha256, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +37,6 @@ MODEL_FILES = (
 
 def model_files(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.is_file() and any(fnmatch(p.name, pat) for pat in MODEL_FILES))
-
-
-def file_sha256(path: Path, chunk: int = 1 << 24) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def checkpoint_digest(path: str | os.PathLike, cache_file: str | os.PathLike | None = None) -> str:

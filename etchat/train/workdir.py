@@ -22,20 +22,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from etchat.io import write_json_atomic
+from etchat.io import file_sha256, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 COMPLETE = "COMPLETE"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-
-
-def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def model_dir_digest(path: str | Path) -> str:
@@ -46,7 +38,7 @@ def model_dir_digest(path: str | Path) -> str:
     for f in sorted(p for p in path.rglob("*") if p.is_file()):
         rel = f.relative_to(path).as_posix()
         if f.suffix in (".json", ".txt", ".model"):
-            h.update(f"{rel}:{file_digest(f)}\n".encode())
+            h.update(f"{rel}:{file_sha256(f)}\n".encode())
         else:
             st = f.stat()
             h.update(f"{rel}:{st.st_size}:{st.st_mtime_ns}\n".encode())
@@ -61,7 +53,7 @@ def fingerprint(settings: dict[str, Any], inputs: Iterable[str | Path | None]) -
             h.update(b"none\n")
             continue
         p = Path(item)
-        digest = model_dir_digest(p) if p.is_dir() else file_digest(p) if p.is_file() else "missing"
+        digest = model_dir_digest(p) if p.is_dir() else file_sha256(p) if p.is_file() else "missing"
         h.update(f"{p.name}:{digest}\n".encode())
     return h.hexdigest()
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from etchat.io import atomic_path, resolve_inside
+from etchat.io import atomic_path, remove_stale_temporaries, resolve_inside, write_tsv_atomic
 from etchat.video.ffmpeg import ProbeError, VideoInfo, compress_stream, probe
 from etchat.video.listing import read_list
 
@@ -57,6 +57,11 @@ class ManifestRow:
 
 
 MANIFEST_COLUMNS = [f.name for f in fields(ManifestRow)]
+
+
+def _measures(info: VideoInfo) -> tuple[float, str]:
+    """A manifest row's duration and WxH size fields for a probed video."""
+    return round(info.duration, 3), f"{info.width}x{info.height}"
 
 
 class _Invalid(Exception):
@@ -120,13 +125,6 @@ def validate_output(
     return out, frames, problem
 
 
-def _remove_stale_temporaries(dst: Path) -> None:
-    """Delete temporary files a killed run left for this output (`.name.*` beside it)."""
-    if dst.parent.is_dir():
-        for stale in dst.parent.glob(f".{dst.name}.*"):
-            stale.unlink(missing_ok=True)
-
-
 def _ffmpeg(src: Path, tmp: Path, s: CompressSettings, container: str) -> str | None:
     stream = compress_stream(src, tmp, s.fps, s.size, s.crf, s.preset, s.ffmpeg_threads, container)
     try:
@@ -149,7 +147,7 @@ def compress_video(src_root: Path, dst_root: Path, rel: str, s: CompressSettings
         except ProbeError as err:
             row.error = f"input: {err}"
             return row
-        row.in_duration, row.in_size = round(info.duration, 3), f"{info.width}x{info.height}"
+        row.in_duration, row.in_size = _measures(info)
         if info.duration <= 0:
             row.error = "input: zero duration"
             return row
@@ -157,10 +155,11 @@ def compress_video(src_root: Path, dst_root: Path, rel: str, s: CompressSettings
             out, frames, problem = validate_output(dst, info, s)
             if problem is None:
                 row.status, row.action = "ok", "reused"
-                row.out_duration, row.out_size, row.frames = round(out.duration, 3), f"{out.width}x{out.height}", frames
+                row.out_duration, row.out_size = _measures(out)
+                row.frames = frames
                 return row
             log.info("%s: redoing an invalid output (%s)", rel, problem)
-        _remove_stale_temporaries(dst)
+        remove_stale_temporaries(dst)
         container = "mp4" if dst.suffix.lower() in MP4_LIKE else "matroska"
         with atomic_path(dst) as tmp:
             problem = _ffmpeg(src, tmp, s, container)
@@ -171,7 +170,8 @@ def compress_video(src_root: Path, dst_root: Path, rel: str, s: CompressSettings
                 row.error = problem
                 raise _Invalid  # leaves the block without renaming; the temporary file is removed
             row.status, row.action = "ok", "compressed"
-            row.out_duration, row.out_size, row.frames = round(out.duration, 3), f"{out.width}x{out.height}", frames
+            row.out_duration, row.out_size = _measures(out)
+            row.frames = frames
     except _Invalid:
         pass
     except Exception as err:  # one broken video must never stop the shard
@@ -187,7 +187,8 @@ def check_video(src_root: Path, rel: str) -> ManifestRow:
     row = ManifestRow(path=rel, status="failed", action="checked")
     try:
         info = probe(resolve_inside(src_root, rel))
-        row.status, row.in_duration, row.in_size = "ok", round(info.duration, 3), f"{info.width}x{info.height}"
+        row.in_duration, row.in_size = _measures(info)
+        row.status = "ok"
         row.frames = info.frames
     except Exception as err:
         row.error = f"input: {err}"
@@ -196,12 +197,7 @@ def check_video(src_root: Path, rel: str) -> ManifestRow:
 
 
 def write_manifest(path: str | os.PathLike, rows: list[ManifestRow]) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS, delimiter="\t", lineterminator="\n")
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: "" if v is None else v for k, v in asdict(row).items()})
+    write_tsv_atomic(path, MANIFEST_COLUMNS, (["" if v is None else v for v in asdict(row).values()] for row in rows))
 
 
 def read_manifest(path: str | os.PathLike) -> list[dict]:

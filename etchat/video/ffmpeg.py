@@ -27,7 +27,6 @@ class VideoInfo:
     duration: float  # seconds: the video stream's duration, else the container's
     frames: int | None  # frame count from the container, when it records one
     has_audio: bool
-    codec: str
 
 
 def _rate(text: str | None) -> float:
@@ -65,7 +64,6 @@ def probe(path: str | os.PathLike, timeout: float = 60) -> VideoInfo:
         duration=duration,
         frames=int(frames) if frames not in (None, "N/A") else None,
         has_audio=any(s.get("codec_type") == "audio" for s in streams),
-        codec=str(video.get("codec_name", "")),
     )
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from etchat.errors import DataError
-from etchat.io import write_text_atomic
+from etchat.io import resolve_inside, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,6 @@ def list_videos(root: str | os.PathLike, exclude: str | os.PathLike | None = Non
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"video folder {root} does not exist; put the set's videos there or fix video_sets in config")
-    real_root = root.resolve()
     skip = Path(exclude).resolve() if exclude else None
     entries: list[VideoEntry] = []
     pending = [(root, "")]
@@ -53,8 +52,9 @@ def list_videos(root: str | os.PathLike, exclude: str | os.PathLike | None = Non
                     continue
                 rel = prefix + item.name
                 if item.is_symlink():
-                    real = Path(item.path).resolve()
-                    if real != real_root and real_root not in real.parents:
+                    try:
+                        resolve_inside(root, rel)
+                    except DataError:
                         log.warning("skipping %s: it links outside %s", item.path, root)
                         continue
                 if item.is_dir():

@@ -32,13 +32,17 @@ class SampledVideo:
 
     @property
     def duration(self) -> float:
-        """Duration as the original computes it: frames / average fps, rounded to 1 ms."""
-        return round(self.total_frames / self.avg_fps, 3)
+        return video_duration(self.total_frames, self.avg_fps)
 
     @property
     def tags(self) -> list[float]:
         """Frame times rounded to 0.1 s, as the original's `tag`."""
         return [round(t, 1) for t in self.times]
+
+
+def video_duration(total_frames: int, avg_fps: float) -> float:
+    """Duration as the original computes it: frames / average fps, rounded to 1 ms."""
+    return round(total_frames / avg_fps, 3)
 
 
 def frame_indices(total_frames: int, avg_fps: float, fps: float) -> np.ndarray:
@@ -55,7 +59,7 @@ def _read(path: str, fps: float, min_len: float, max_len: float, num_threads: in
     total, avg_fps = len(reader), float(reader.get_avg_fps())
     if total == 0 or avg_fps <= 0:
         raise VideoReadError(f"{path}: no frames or no frame rate (frames={total}, fps={avg_fps})")
-    duration = round(total / avg_fps, 3)
+    duration = video_duration(total, avg_fps)
     if min_len >= 0 and duration < min_len:
         raise VideoReadError(f"{path}: too short ({duration} s < {min_len} s)")
     if max_len >= 0 and duration > max_len:

@@ -3,7 +3,7 @@
 Outputs: the merged `manifest.tsv`, `failed.tsv` (path and reason of each video that could not be
 used) and `summary.json`. With `--on-error fail` the command exits non-zero when any video failed,
 after every shard has finished, naming the manifest where the reasons are; with `skip` later steps
-leave the failed videos out (`usable_videos`).
+leave the failed videos out (training and inference read their status from the merged manifest).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from etchat.errors import DataError
-from etchat.io import atomic_path, read_json, write_json_atomic
+from etchat.io import read_json, write_json_atomic, write_text_atomic
 from etchat.video.compress import MANIFEST_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -29,8 +29,8 @@ def merge_manifests(paths: list[str | os.PathLike]) -> pd.DataFrame:
 
 
 def _write_tsv(frame: pd.DataFrame, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, sep="\t", index=False)
+    # newline="": the text is already what to_csv writes to a file (its own line ends).
+    write_text_atomic(path, frame.to_csv(sep="\t", index=False), newline="")
 
 
 def summarise(name: str, manifest: pd.DataFrame) -> dict:
@@ -53,12 +53,6 @@ def summarise(name: str, manifest: pd.DataFrame) -> dict:
             {"path": p, "error": e} for p, e in zip(manifest.loc[~ok, "path"], manifest.loc[~ok, "error"], strict=True)
         ],
     }
-
-
-def usable_videos(manifest: str | os.PathLike) -> set[str]:
-    """Relative paths of the videos that compressed (or checked) fine, from a merged manifest."""
-    frame = pd.read_csv(manifest, sep="\t", keep_default_na=False, dtype=str)
-    return set(frame.loc[frame["status"] == "ok", "path"])
 
 
 def write_table(summaries: list[str | os.PathLike], path: str | os.PathLike) -> pd.DataFrame:
@@ -94,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     manifest = merge_manifests(args.manifests)
     summary = summarise(args.name, manifest)
     summary["on_error"] = args.on_error
-    failed = manifest[manifest["status"] != "ok"][["path", "error"]]
+    failed = pd.DataFrame(summary["failures"], columns=["path", "error"])
     if summary["failed"] and args.on_error == "fail":
         listing = "\n  ".join(f"{r.path}: {r.error}" for r in failed.itertuples())
         raise DataError(

@@ -25,7 +25,9 @@ from etchat.data.synth import layout
 from etchat.data.synth import questions as Q
 from etchat.data.synth.layout import ETBENCH_SOURCES, MANIFEST
 from etchat.data.synth.scene import (
+    COLOURS,
     RENDER_RATE,
+    SHAPES,
     Scene,
     describe_picture,
     describe_video,
@@ -268,7 +270,7 @@ def _picture_chat(rng: np.random.Generator, scene: Scene) -> list[tuple[str, str
     shape = Q.pick(rng, sorted(shape_counts))
     if len(shape_counts[shape]) == 1:
         turns.append((f"What colour is the {shape}?", f"The {shape} is {shape_counts[shape][0]}."))
-    colour, other = Q.pick(rng, ["red", "green", "blue", "yellow"]), Q.pick(rng, ["square", "circle", "triangle"])
+    colour, other = Q.pick(rng, list(COLOURS)), Q.pick(rng, list(SHAPES))
     present = f"{colour} {other}" in kinds
     turns.append((f"Is there a {colour} {other} in the picture?", "Yes, there is." if present else "No, there is not."))
     return [turns[int(i)] for i in rng.permutation(len(turns))]
@@ -376,12 +378,14 @@ def generate(settings: dict, out: str | os.PathLike, workers: int = 2) -> dict:
     plan = plan_dataset(settings, out)
     manifest_path = out / MANIFEST
     previous = read_json(manifest_path).get("media", {}) if manifest_path.exists() else {}
-    media = {str(job.path.relative_to(out)): job.digest for job in plan.media}
+    # The digest hashes the whole scene: compute it (and the relative path) once per job.
+    planned = [(job, str(job.path.relative_to(out)), job.digest) for job in plan.media]
+    media = {rel: digest for _, rel, digest in planned}
 
     # Remove files an earlier run made that this plan no longer has (only files we made ourselves).
     for rel in set(previous) - set(media):
         (out / rel).unlink(missing_ok=True)
-    todo = [j for j in plan.media if previous.get(str(j.path.relative_to(out))) != j.digest or not j.path.exists()]
+    todo = [job for job, rel, digest in planned if previous.get(rel) != digest or not job.path.exists()]
     log.info("synth: %d media files planned, %d to render", len(plan.media), len(todo))
     # Drop the old manifest first: if rendering is interrupted, nothing claims half-done work is done.
     manifest_path.unlink(missing_ok=True)
