@@ -28,7 +28,8 @@ rule compress_shard:
     params:
         src=lambda wc: video_set(wc)["videos"],
         dst=dst_option,
-        c=config["compress"],
+        # Only what the command reads: editing on_error (a summary setting) must not mark every shard as changed.
+        c={k: config["compress"][k] for k in ("fps", "size", "crf", "preset", "ffmpeg_threads", "duration_tolerance", "timeout")},
     threads: config["compress"]["workers"]
     resources:
         **job_resources("compress_shard"),

@@ -11,9 +11,8 @@ import pytest
 import torch
 from transformers.utils import logging as hf_logging
 
+from etchat.data.tokenization import tokenize_prompt
 from etchat.model import (
-    IMAGE_TOKEN,
-    IMAGE_TOKEN_INDEX,
     ETChatPhi3ForCausalLM,
     build_demo_tokenizer,
     match_token_id,
@@ -75,19 +74,8 @@ def make_frames() -> Callable[..., torch.Tensor]:
 
 @pytest.fixture
 def encode(tokenizer) -> Callable[[str], list[int]]:
-    """Token ids with IMAGE_TOKEN_INDEX for each `<image>` (first chunk keeps the bos), as the data code does."""
-
-    def encode_text(text: str) -> list[int]:
-        ids: list[int] = []
-        for i, chunk in enumerate(text.split(IMAGE_TOKEN)):
-            chunk_ids = tokenizer(chunk).input_ids
-            if i > 0:
-                ids.append(IMAGE_TOKEN_INDEX)
-                chunk_ids = chunk_ids[1:]
-            ids.extend(chunk_ids)
-        return ids
-
-    return encode_text
+    """Token ids with IMAGE_TOKEN_INDEX for each `<image>`, as the data code makes them."""
+    return lambda text: tokenize_prompt(text, tokenizer)
 
 
 @pytest.fixture(scope="session")
