@@ -19,7 +19,7 @@ import time
 import torch
 from transformers.utils import logging as hf_logging
 
-from etchat.model import IGNORE_INDEX, IMAGE_TOKEN_INDEX, ETChatPhi3ForCausalLM, build_demo_tokenizer, tiny_config
+from etchat.model import IGNORE_INDEX, IMAGE_TOKEN_INDEX, ETChatPhi3ForCausalLM, build_demo_tokenizer, tiny_config_for
 
 COLOURS = ("red", "green", "blue", "yellow")
 SHAPES = ("square", "circle", "triangle")
@@ -106,15 +106,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = build_demo_tokenizer(corpus(), tmp, vocab_size=256)
-    vid = tokenizer.convert_tokens_to_ids("<vid>")
-    config = tiny_config(
-        "demo",
-        vocab_size=len(tokenizer),
-        match_token_id=vid,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    config = tiny_config_for(tokenizer, "demo")
     image_size = config.vision_image_size
     print(
         f"tiny demo model: {sum(p.numel() for p in ETChatPhi3ForCausalLM(config).parameters()):,} parameters; "

@@ -91,7 +91,6 @@ class TrainSettings:
     def from_config(cls, train: dict[str, Any]) -> TrainSettings:
         flat = {k: v for k, v in train.items() if not k.startswith("stage") or k == "stages"}
         flat.pop("start_checkpoint", None)
-        flat.pop("eval_checkpoint", None)
         lora = flat.pop("lora", {}) or {}
         flat.update({f"lora_{k}": v for k, v in lora.items()})
         return cls(**flat)
