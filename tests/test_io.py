@@ -1,10 +1,12 @@
-"""Small I/O helpers: stale temporaries, atomic TSV writing, file digests."""
+"""Small I/O helpers: stale temporaries, atomic folders, atomic TSV writing, file digests."""
 
 from __future__ import annotations
 
 import hashlib
 
-from etchat.io import atomic_path, file_sha256, remove_stale_temporaries, write_tsv_atomic
+import pytest
+
+from etchat.io import atomic_dir, atomic_path, file_sha256, remove_stale_temporaries, write_tsv_atomic
 
 
 def test_stale_temporaries_of_a_bracketed_name_and_only_those_are_removed(tmp_path):
@@ -49,3 +51,21 @@ def test_file_sha256(tmp_path):
     data = bytes(range(256)) * 5000
     path.write_bytes(data)
     assert file_sha256(path) == file_sha256(path, chunk=7) == hashlib.sha256(data).hexdigest()
+
+
+def test_atomic_dir_replaces_the_folder_whole_or_not_at_all(tmp_path):
+    out = tmp_path / "models/stage3"
+    with atomic_dir(out) as tmp:
+        (tmp / "config.json").write_text("{}")
+    assert [p.name for p in out.iterdir()] == ["config.json"]
+
+    (tmp_path / "models/.stage3.killed").mkdir()  # left by a process killed while saving
+    with pytest.raises(RuntimeError), atomic_dir(out) as tmp:
+        (tmp / "half.safetensors").write_text("x")
+        raise RuntimeError("killed")
+    assert [p.name for p in out.iterdir()] == ["config.json"]  # the old folder is intact
+    assert sorted(p.name for p in out.parent.iterdir()) == ["stage3"]  # no temporaries left
+
+    with atomic_dir(out) as tmp:
+        (tmp / "model.safetensors").write_text("y")
+    assert [p.name for p in out.iterdir()] == ["model.safetensors"]  # replaced, not merged

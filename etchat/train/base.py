@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -22,7 +20,7 @@ import torch
 
 from etchat.config import validate_config
 from etchat.data.conversation import PHI3
-from etchat.io import read_json
+from etchat.io import atomic_dir, read_json
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +40,9 @@ def build_base(model_settings: dict, annotation_files: Sequence[str | Path], out
     from etchat.model.presets import TINY_PRESETS
 
     out = Path(out)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
-    try:
+    with tempfile.TemporaryDirectory() as scratch, atomic_dir(out) as tmp:
         tokenizer = build_demo_tokenizer(
-            list(corpus(annotation_files)), tmp / "tokenizer", vocab_size=model_settings["demo_vocab_size"]
+            list(corpus(annotation_files)), Path(scratch) / "tokenizer", vocab_size=model_settings["demo_vocab_size"]
         )
         size = model_settings["demo_size"]
         image_size = TINY_PRESETS[size]["vision_image_size"]
@@ -59,12 +56,7 @@ def build_base(model_settings: dict, annotation_files: Sequence[str | Path], out
         )
         torch.manual_seed(model_settings["seed"])
         model = build_model(config)
-        save_checkpoint(model, tmp / "model", tokenizer, dtype=torch.float32)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp / "model", out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        save_checkpoint(model, tmp, tokenizer, dtype=torch.float32)
     log.info("demo base model (%s, %d tokens) in %s", model_settings["demo_size"], len(tokenizer), out)
     return out
 

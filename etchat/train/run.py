@@ -17,7 +17,6 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import socket
 import time
 from dataclasses import asdict, dataclass
@@ -36,7 +35,7 @@ from etchat.data.dataset import (
     write_skipped,
 )
 from etchat.errors import ConfigError, DataError
-from etchat.io import read_json, write_json_atomic
+from etchat.io import atomic_dir, read_json, write_json_atomic
 from etchat.train.stages import PAPER_HYPER, StageHyper, plan_batch, set_trainable, stage_spec
 
 log = logging.getLogger(__name__)
@@ -213,15 +212,10 @@ def save_final(model: Any, tokenizer: Any, out: Path, dtype: str, state: Any = N
     Trainer's), its `trainer_state.json` (the loss log) goes with it, as in the released stage-3 directory."""
     from etchat.model import save_checkpoint
 
-    for stale in out.parent.glob(f".{out.name}.tmp-*"):  # left by a process killed while saving
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    save_checkpoint(model, tmp, tokenizer, dtype=getattr(torch, dtype))
-    if state is not None:
-        state.save_to_json(str(tmp / "trainer_state.json"))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    with atomic_dir(out) as tmp:
+        save_checkpoint(model, tmp, tokenizer, dtype=getattr(torch, dtype))
+        if state is not None:
+            state.save_to_json(str(tmp / "trainer_state.json"))
 
 
 # ---------------------------------------------------------------------------------------------- the command
