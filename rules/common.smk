@@ -65,14 +65,19 @@ def listing_params(wildcards):
 
     Synthetic sets are described by the synth manifest instead (they do not exist at DAG time).
     """
-    return "synth" if SYNTH else listing_fingerprint(video_set(wildcards)["videos"])
+    return "synth" if SYNTH else listing_fingerprint(video_set(wildcards)["videos"], compressed_inside(wildcards))
+
+
+def compressed_inside(wildcards):
+    """The set's compressed tree when it lies inside its input tree (left out of listings), else None."""
+    vs = video_set(wildcards)
+    inside = os.path.abspath(vs["compressed"]).startswith(os.path.abspath(vs["videos"]) + os.sep)
+    return vs["compressed"] if inside else None
 
 
 def exclude_option(wildcards):
-    """Leave the compressed tree out of the listing when it lies inside the input tree."""
-    vs = video_set(wildcards)
-    inside = os.path.abspath(vs["compressed"]).startswith(os.path.abspath(vs["videos"]) + os.sep)
-    return f"--exclude {vs['compressed']}" if inside else ""
+    inside = compressed_inside(wildcards)
+    return f"--exclude {inside}" if inside else ""
 
 
 def dst_option(wildcards):

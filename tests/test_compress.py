@@ -17,7 +17,7 @@ import pytest
 from etchat.data.synth.scene import RENDER_RATE, make_scene, render_frames
 from etchat.video.compress import CompressSettings, compress_video, read_manifest, run_shard
 from etchat.video.ffmpeg import encode_frames, probe
-from etchat.video.listing import VideoEntry, list_videos, split_shards
+from etchat.video.listing import VideoEntry, list_videos, listing_fingerprint, split_shards
 
 FAST = CompressSettings(preset="veryfast")
 STABLE = ["path", "status", "in_duration", "out_duration", "in_size", "out_size", "frames"]
@@ -137,6 +137,21 @@ def test_listing_skips_hidden_files_and_links_outside(tmp_path):
     (tmp_path / "outside.mp4").write_bytes(b"x")
     (tmp_path / "set/link.mp4").symlink_to(tmp_path / "outside.mp4")
     assert [e.path for e in list_videos(tmp_path / "set")] == ["sub/a.MP4"]
+
+
+def test_listing_fingerprint_changes_with_the_videos_not_with_an_excluded_compressed_tree(tmp_path):
+    root, compressed = tmp_path / "set", tmp_path / "set/compressed"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub/a.mp4").write_bytes(b"x")
+    before = listing_fingerprint(root, compressed)
+    compressed.mkdir()
+    (compressed / "sub").mkdir()
+    (compressed / "sub/a.mp4").write_bytes(b"y")  # what compression adds inside the input tree
+    assert listing_fingerprint(root, compressed) == before
+    assert listing_fingerprint(root) != before  # without the exclusion it is a new video
+    (root / "b.mkv").write_bytes(b"x")
+    assert listing_fingerprint(root, compressed) != before
+    assert [e.path for e in list_videos(root, compressed)] == ["b.mkv", "sub/a.mp4"]
 
 
 def _compress_cli(listing, src, dst, manifest):

@@ -70,18 +70,22 @@ def list_videos(root: str | os.PathLike, exclude: str | os.PathLike | None = Non
     return entries
 
 
-def listing_fingerprint(root: str | os.PathLike) -> str:
-    """A digest of the names of the videos under `root` ("absent" when it does not exist).
+def listing_fingerprint(root: str | os.PathLike, exclude: str | os.PathLike | None = None) -> str:
+    """A digest of the names of the videos under `root` ("absent" when it does not exist), leaving out the
+    `exclude` folder as `list_videos` does (a compressed tree inside the input tree must not change it).
 
     Names only, no stat calls, so it stays cheap on network file systems with 10^5 files.
     """
     root = Path(root)
     if not root.is_dir():
         return "absent"
+    skip = Path(exclude).resolve() if exclude else None
     digest = hashlib.sha1()
     names = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        dirnames[:] = [
+            d for d in dirnames if not d.startswith(".") and (skip is None or Path(dirpath, d).resolve() != skip)
+        ]
         rel = os.path.relpath(dirpath, root)
         names += [
             os.path.join(rel, f)
