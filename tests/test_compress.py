@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from etchat.data.synth.scene import RENDER_RATE, make_scene, render_frames
 from etchat.video.compress import CompressSettings, compress_video, read_manifest, run_shard
 from etchat.video.ffmpeg import encode_frames, probe
 from etchat.video.listing import VideoEntry, list_videos, listing_fingerprint, split_shards
+from etchat.video.summary import merge_manifests, summarise
 
 FAST = CompressSettings(preset="veryfast")
 STABLE = ["path", "status", "in_duration", "out_duration", "in_size", "out_size", "frames"]
@@ -205,3 +207,11 @@ def test_killed_shard_resumes_without_redoing_valid_outputs(tmp_path):
     assert not list(dst.glob(".*"))
     reference = read_manifest(tmp_path / "ref.tsv")
     assert [{k: r[k] for k in STABLE} for r in rows] == [{k: r[k] for k in STABLE} for r in reference]
+
+
+def test_summary_of_a_set_with_no_videos_is_written():
+    summary = summarise("empty", merge_manifests([]))
+    assert json.loads(json.dumps(summary)) == {
+        "set": "empty", "videos": 0, "ok": 0, "compressed": 0, "reused": 0, "checked": 0, "failed": 0,
+        "input_hours": 0.0, "output_hours": 0.0, "seconds": 0.0, "failures": [],
+    }  # fmt: skip

@@ -35,7 +35,8 @@ def _write_tsv(frame: pd.DataFrame, path: Path) -> None:
 
 def summarise(name: str, manifest: pd.DataFrame) -> dict:
     def total(column: str, mask) -> float:
-        return round(pd.to_numeric(manifest.loc[mask, column], errors="coerce").fillna(0).sum(), 3)
+        # float(): an empty manifest sums to a numpy int, which json cannot write.
+        return round(float(pd.to_numeric(manifest.loc[mask, column], errors="coerce").fillna(0).sum()), 3)
 
     ok = manifest["status"] == "ok"
     return {
