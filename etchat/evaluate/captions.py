@@ -257,11 +257,6 @@ class CaptionScoring:
         return out
 
 
-def score_caption_groups(groups: Sequence[CaptionGroup], embedder) -> list[dict[str, float]]:
-    """`CaptionScoring` in one call."""
-    return CaptionScoring(groups, embedder).start().finish()
-
-
 BLEU_KEYS = CAPTION_METRICS[:4]
 
 

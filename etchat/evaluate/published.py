@@ -7,10 +7,9 @@ labels of `etchat.evaluate.scorer.OVERALL_COLUMNS`.
 
 from __future__ import annotations
 
-_COLUMNS: tuple[str, ...] = (
-    "RAR (Acc)", "EVC (Acc)", "RVQ (Acc)", "TVG (F1)", "EPM (F1)", "TAL (F1)", "EVS (F1)", "VHD (F1)",
-    "DVC (F1)", "DVC (Sim)", "SLC (F1)", "SLC (Sim)", "TEM (Rec)", "GVQ (Rec)",
-)  # fmt: skip
+from etchat.evaluate.scorer import MERGED_COLUMNS, OVERALL_COLUMNS
+
+_COLUMNS: tuple[str, ...] = tuple(label for label, _, _ in OVERALL_COLUMNS)
 
 
 def _row(*values: float | None) -> dict[str, float | None]:
@@ -47,15 +46,8 @@ def published_merged(row: dict[str, float | None]) -> dict[str, float | None]:
     Derived from the one-decimal Table 1 values with the official formulas, so about +-0.05 off; a .x5
     mean may round either way (E.T. Chat's full-set Sim (cap) is 17.1 or 17.2).
     """
-    groups = {
-        "Acc (ref)": _COLUMNS[0:3],
-        "F1 (gnd)": _COLUMNS[3:8],
-        "F1 (cap)": ("DVC (F1)", "SLC (F1)"),
-        "Sim (cap)": ("DVC (Sim)", "SLC (Sim)"),
-        "Rec (com)": ("TEM (Rec)", "GVQ (Rec)"),
-    }
     out: dict[str, float | None] = {}
-    for label, cols in groups.items():
+    for label, cols in MERGED_COLUMNS:
         vals = [row[c] for c in cols]
         out[label] = None if None in vals else round(sum(vals) / len(vals), 1)  # type: ignore[arg-type]
     return out

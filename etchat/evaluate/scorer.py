@@ -17,12 +17,12 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from etchat.errors import DataError
-from etchat.etbench import CAPABILITIES, TASKS
+from etchat.etbench import CAPABILITIES, TASK_SHAPES, TASKS
 from etchat.evaluate import tasks as T
 from etchat.evaluate.captions import CaptionGroup, CaptionScoring
 from etchat.evaluate.similarity import SentenceEmbedder
@@ -232,21 +232,23 @@ def _validate(rec: Mapping[str, Any], where: str) -> None:
         if not ok:
             raise DataError(f"{where}: {what}; keep the annotation fields as in the E.T. Bench annotation file")
 
-    if task in ("rar", "eca", "rvq", "gvq"):
+    shape = TASK_SHAPES[task]
+    if shape.options:
         o, p = rec.get("o"), rec.get("p")
+        # 4 or 5 options for any multiple-choice task, not its own count: accepted inputs unchanged
         need(isinstance(o, list) and len(o) in (4, 5), f"{task} needs 'o', a list of 4 or 5 options")
         need(isinstance(p, int) and not isinstance(p, bool) and 0 <= p < len(o), "'p' must index an option of 'o'")
     tgt = rec.get("tgt")
-    if task in ("tvg", "epm", "gvq"):
+    if shape.tgt == "span":
         need(_is_span(tgt), f"{task} needs 'tgt' = [start, end]")
-    elif task in ("tal", "evs", "tem", "dvc", "slc"):
+    elif shape.tgt == "spans":
         need(_is_spans(tgt), f"{task} needs 'tgt' = a non-empty list of [start, end]")
-    elif task == "vhd":
+    elif shape.tgt == "spans_or_annotators":
         need(
             _is_spans(tgt) or (isinstance(tgt, list) and len(tgt) > 0 and all(_is_spans(a) for a in tgt)),
             "vhd needs 'tgt' = a list of [start, end] or a list of annotators' such lists",
         )
-    if task in ("dvc", "slc"):
+    if shape.captions:
         g = rec.get("g")
         need(
             isinstance(g, list) and all(isinstance(c, str) for c in g) and len(g) == len(tgt),
@@ -324,17 +326,20 @@ def score_predictions(
         timings["similarity"] = time.perf_counter() - start
     sim = embedder.sim
 
+    def read(s: list[T.Sample]) -> T.Readings:  # the readings above; a group shares its task and source
+        return readings[s[0].task, s[0].source]
+
     scorers: dict[str, Callable[[list[T.Sample]], T.SourceScore]] = {
-        "rar": lambda s: T.score_choice(s, sim, options.mc_form, options.strict_mc),
-        "eca": lambda s: T.score_choice(s, sim, options.mc_form, options.strict_mc),
-        "rvq": lambda s: T.score_choice(s, sim, options.mc_form, options.strict_mc),
+        "rar": lambda s: T.score_choice(s, sim, options.mc_form, options.strict_mc, read(s)),
+        "eca": lambda s: T.score_choice(s, sim, options.mc_form, options.strict_mc, read(s)),
+        "rvq": lambda s: T.score_choice(s, sim, options.mc_form, options.strict_mc, read(s)),
         "tvg": T.score_grounding,
         "epm": T.score_grounding,
         "tal": T.score_tal,
         "evs": T.score_evs,
         "vhd": T.score_vhd,
         "tem": T.score_tem,
-        "gvq": lambda s: T.score_gvq(s, sim, options.strict_mc),
+        "gvq": lambda s: T.score_gvq(s, sim, options.strict_mc, read(s)),
     }
     for task, fn in scorers.items():
         if task in groups:
@@ -370,7 +375,3 @@ def _aggregate(results: dict[str, dict[str, T.SourceScore]], n: int, options: Sc
     issues = [i for task in sources for r in results[task].values() for i in r.issues]
     absent = [t for t in TASKS if t not in sources]
     return Metrics(sources, tasks, overall, merged, absent, issues, n, options, timings)
-
-
-def options_dict(options: ScoreOptions) -> dict[str, Any]:
-    return asdict(options)

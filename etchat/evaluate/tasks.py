@@ -194,10 +194,19 @@ def similarity_texts(readings: Sequence[tuple[ChoiceReading, Issue | None]]) -> 
     return [t for r, _ in readings if r.hit is None for t in (r.query, *r.candidates)]
 
 
+Readings = Sequence[tuple[ChoiceReading, Issue | None]]
+
+
 def score_choice(
-    samples: Sequence[Sample], sim: Similarity, form: McForm = "flat", strict: bool = False
+    samples: Sequence[Sample],
+    sim: Similarity,
+    form: McForm = "flat",
+    strict: bool = False,
+    readings: Readings | None = None,
 ) -> SourceScore:
-    readings = choice_readings(samples, form, strict)
+    """RAR/ECA/RVQ; `readings`: `choice_readings` of these samples if the caller already has them."""
+    if readings is None:
+        readings = choice_readings(samples, form, strict)
     hits = sum(resolve(r, s.record["p"], sim) for (r, _), s in zip(readings, samples, strict=True))
     failed = sum(r.failed for r, _ in readings)
     issues = [i for _, i in readings if i is not None]
@@ -236,9 +245,15 @@ def score_tem(samples: Sequence[Sample]) -> SourceScore:
     )
 
 
-def score_gvq(samples: Sequence[Sample], sim: Similarity, strict: bool = False) -> SourceScore:
-    """GVQ: the right option AND a grounding window; recall counts only correctly answered samples."""
-    readings = gvq_readings(samples, strict)
+def score_gvq(
+    samples: Sequence[Sample], sim: Similarity, strict: bool = False, readings: Readings | None = None
+) -> SourceScore:
+    """GVQ: the right option AND a grounding window; recall counts only correctly answered samples.
+
+    `readings`: `gvq_readings` of these samples if the caller already has them.
+    """
+    if readings is None:
+        readings = gvq_readings(samples, strict)
     issues = [i for _, i in readings if i is not None]
     ious, correct, acc_failed, rec_failed = [], 0, 0, 0
     for (reading, _), s in zip(readings, samples, strict=True):
@@ -384,19 +399,28 @@ def plan_dense(samples: Sequence[Sample], rng: random.Random) -> DensePlan:
         gts[video] = (s.record["tgt"], s.record["g"])
         preds[video] = list(zip(parsed.timestamps, parsed.sentences, strict=True))[:MAX_PROPOSALS]
     videos = sorted(gts)
+    # per video once: IoU [pred][gt] and the cleaned texts, reused by every threshold
+    ious: dict[str, list[list[float]]] = {}
+    hyp_texts: dict[str, list[str]] = {}
+    ref_texts: dict[str, list[str]] = {}
+    for video in videos:
+        gt_spans, gt_captions = gts[video]
+        ious[video] = [[dvc_iou(span, g) for g in gt_spans] for span, _ in preds[video]]
+        hyp_texts[video] = [remove_nonascii(sentence) for _, sentence in preds[video]]
+        ref_texts[video] = [remove_nonascii(c) for c in gt_captions]
     groups: list[list[CaptionGroup]] = []
     for t in THRESHOLDS:
         per_video = []
         for video in videos:
-            gt_spans, gt_captions = gts[video]
+            refs_clean = ref_texts[video]
             hyps, refs = [], []
-            for span, sentence in preds[video]:
-                matched = [j for j, g in enumerate(gt_spans) if dvc_iou(span, g) >= t]
+            for row, hyp in zip(ious[video], hyp_texts[video], strict=True):
+                matched = [j for j, iou in enumerate(row) if iou >= t]
                 for j in matched:
-                    hyps.append(remove_nonascii(sentence))
-                    refs.append(remove_nonascii(gt_captions[j]))
+                    hyps.append(hyp)
+                    refs.append(refs_clean[j])
                 if not matched:
-                    hyps.append(remove_nonascii(sentence))
+                    hyps.append(hyp)
                     refs.append(random_caption(rng))
             per_video.append(CaptionGroup(tuple(hyps), tuple(refs)))
         groups.append(per_video)
@@ -404,12 +428,12 @@ def plan_dense(samples: Sequence[Sample], rng: random.Random) -> DensePlan:
     for t in THRESHOLDS:
         p_sum = r_sum = 0.0
         for video in videos:
-            gt_spans = gts[video][0]
-            spans = [span for span, _ in preds[video]]
-            hit_pred = {i for i, p in enumerate(spans) for g in gt_spans if dvc_iou(p, g) > t}  # strict '>'
-            hit_gt = {j for j, g in enumerate(gt_spans) for p in spans if dvc_iou(p, g) > t}
-            p_sum += len(hit_pred) / len(spans)
-            r_sum += len(hit_gt) / len(gt_spans)
+            matrix = ious[video]
+            n_gt = len(gts[video][0])
+            hit_pred = sum(any(iou > t for iou in row) for row in matrix)  # strict '>'
+            hit_gt = sum(any(row[j] > t for row in matrix) for j in range(n_gt))
+            p_sum += hit_pred / len(matrix)
+            r_sum += hit_gt / n_gt
         precision.append(p_sum / len(videos) if videos else 0.0)
         recall.append(r_sum / len(videos) if videos else 0.0)
     return DensePlan(

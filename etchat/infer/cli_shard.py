@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 from pathlib import Path
 
 from etchat.io import write_json_atomic
+from etchat.video.compress import read_manifest
 
 from .cli_common import add_settings_arguments, set_threads, settings_from_args
 from .engine import Engine
@@ -37,12 +37,9 @@ def failed_videos(manifest: Path | None) -> dict[str, str]:
     """Videos the compression step could not produce, with its reason."""
     if manifest is None or not manifest.is_file():
         return {}
-    with open(manifest, newline="", encoding="utf-8") as f:
-        return {
-            row["path"]: row.get("error") or row["status"]
-            for row in csv.DictReader(f, delimiter="\t")
-            if row.get("status") != "ok"
-        }
+    return {
+        row["path"]: row.get("error") or row["status"] for row in read_manifest(manifest) if row.get("status") != "ok"
+    }
 
 
 def run(args: argparse.Namespace) -> int:

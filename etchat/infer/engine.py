@@ -99,10 +99,6 @@ def sample_seed(seed: int, key: str) -> int:
     return int(fingerprint({"seed": seed, "key": key}), 16) % (2**63 - 1)
 
 
-def write_time(value: float) -> str:
-    return f"{round(value, 1):g}"
-
-
 class Engine:
     """A checkpoint loaded for inference, with everything that identifies its answers (`fingerprint`)."""
 
@@ -287,7 +283,7 @@ class Engine:
         raw = self.tokenizer.decode(ids, skip_special_tokens=False)
         warnings = list(p.warnings)
         try:
-            answer = detokenize(self.tokenizer, ids, matched, None if as_index else p.frame_times, write_time)
+            answer = detokenize(self.tokenizer, ids, matched, None if as_index else p.frame_times)
         except ValueError:
             # The text spells "<vid>" with ordinary tokens too: fill in the real <vid> tokens one by one.
             answer = self._detokenize_by_token(ids, values)

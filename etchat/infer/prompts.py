@@ -9,8 +9,6 @@ so a prompt is tokenized exactly as the model saw it in training.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict
 
 from etchat.data.conversation import PHI3, Template
@@ -18,6 +16,8 @@ from etchat.data.tokenization import tokenize_prompt
 from etchat.errors import ConfigError
 from etchat.etbench import MULTIPLE_CHOICE_TASKS
 from etchat.model import IMAGE_TOKEN
+
+from .settings import fingerprint
 
 __all__ = ["BEST_OPTION", "TEMPLATES", "build_prompt", "is_multiple_choice", "template_digest", "template_for",
            "tokenize_prompt"]  # fmt: skip
@@ -45,7 +45,7 @@ def template_for(conv_type: str | None) -> Template:
 
 
 def template_digest(template: Template) -> str:
-    return hashlib.sha256(json.dumps(asdict(template), sort_keys=True).encode()).hexdigest()[:16]
+    return fingerprint(asdict(template))  # all str fields: default=str never applies
 
 
 def is_multiple_choice(task: str | None) -> bool:

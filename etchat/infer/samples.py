@@ -7,7 +7,6 @@ question, the video's size), so an answer recorded for different input is never 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -22,6 +21,8 @@ from etchat.data.formats import parse_charades_line
 from etchat.errors import DataError
 from etchat.etbench import VID_TOKEN as MATCH_TOKEN
 from etchat.io import read_json
+
+from .settings import fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def sample_digest(sample: InferSample) -> str:
         "video": sample.video,
         "video_bytes": sample.video_bytes(),
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return fingerprint(payload)
 
 
 def shard_of(index: int, shard: int, shards: int) -> bool:
