@@ -15,6 +15,7 @@ include: "rules/common.smk"
 wildcard_constraints:
     vset="|".join(VIDEO_SETS),
     name="|".join(ANNOTATIONS),
+    benchmark="|".join(INFER_BENCHMARKS),
 
 
 # Compression shard jobs per video set; `--set-scatter compress=N` overrides the config value.

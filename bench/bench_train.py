@@ -30,7 +30,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from etchat.config import load_config  # noqa: E402
+from etchat.config import load_config, stage_section  # noqa: E402
 
 STARTS = {1: "results/models/base", 2: "results/models/stage1", 3: "results/models/stage2"}
 
@@ -47,10 +47,8 @@ def stage_options(config: dict, stage: int) -> list[str]:
 
 
 def trainer_rate(config: dict, stage: int, steps: int, work: Path) -> tuple[float, dict]:
-    train = dict(config["train"])
-    hyper = {**train[f"stage{stage}"], "max_steps": steps}
-    common = {k: v for k, v in train.items() if k not in ("stage1", "stage2", "stage3")}
-    settings = {**common, f"stage{stage}": hyper, "save_steps": 10**6}
+    settings = stage_section(config["train"], stage)
+    settings.update({f"stage{stage}": {**settings[f"stage{stage}"], "max_steps": steps}, "save_steps": 10**6})
     out = work / f"stage{stage}"
     cmd = [
         sys.executable, "-m", "etchat", "train", "--stage", str(stage),

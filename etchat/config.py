@@ -159,3 +159,10 @@ def load_settings(value: str | None, section: str, config_files: Iterable[str | 
         settings = settings.get(section, settings)
     validate_config(settings, section=section)
     return settings
+
+
+def stage_section(train: dict, stage: int) -> dict:
+    """The train: section with only `stage`'s hyper-parameters: what one `etchat train` job depends on (editing
+    stage 3's values must not re-run stage 1)."""
+    common = {k: v for k, v in train.items() if k not in ("stage1", "stage2", "stage3")}
+    return {**common, f"stage{stage}": train[f"stage{stage}"]}

@@ -6,7 +6,7 @@ import sys
 from snakemake.exceptions import WorkflowError
 from snakemake.settings.types import DeploymentMethod
 
-from etchat.config import validate_config
+from etchat.config import stage_section, validate_config
 from etchat.data.synth import layout as synth_layout
 from etchat.errors import ConfigError
 from etchat.video.listing import listing_fingerprint
@@ -205,9 +205,7 @@ def probe_options():
 
 def train_settings(wildcards):
     """The train: section with only this stage's hyper-parameters (editing stage 3's does not re-run stage 1)."""
-    stage = int(wildcards.stage)
-    common = {k: v for k, v in TRAIN.items() if k not in ("stage1", "stage2", "stage3")}
-    return json.dumps({**common, f"stage{stage}": TRAIN[f"stage{stage}"]}, sort_keys=True)
+    return json.dumps(stage_section(TRAIN, int(wildcards.stage)), sort_keys=True)
 
 
 def train_base_corpus():
@@ -234,6 +232,11 @@ INFER_BENCHMARKS = {"etbench": ("etbench_vid", "etbench"), "charades": ("charade
 def infer_benchmarks():
     """The benchmarks whose annotation file is configured (a preset leaves one out by setting it to null)."""
     return [name for name, (annotation, _) in INFER_BENCHMARKS.items() if annotation in ANNOTATIONS]
+
+
+def infer_annotation(wildcards):
+    """The checked annotation file a benchmark's inference reads."""
+    return checked_annotation(INFER_BENCHMARKS[wildcards.benchmark][0])
 
 
 def infer_video_root(benchmark):

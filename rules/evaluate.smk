@@ -10,6 +10,7 @@ rule score_etbench:
         text="results/evaluate/etbench/metrics.log",
     params:
         options=score_options(),
+        subset="",
     resources:
         **job_resources("score_etbench"),
     log:
@@ -17,27 +18,22 @@ rule score_etbench:
     conda:
         "../envs/eval.yaml"
     shell:
-        "etchat score {input} --out-dir $(dirname {output.tsv}) {params.options} > {log} 2>&1"
+        "etchat score {input} --out-dir $(dirname {output.tsv}) {params.subset} {params.options} > {log} 2>&1"
 
 
-rule score_etbench_subset:
-    input:
-        "results/infer/etbench/predictions.json",
+# The same scoring restricted to the samples of evaluate.subset (the paper's 470-sample subset).
+use rule score_etbench as score_etbench_subset with:
     output:
         tsv="results/evaluate/etbench_subset/metrics.tsv",
         json="results/evaluate/etbench_subset/metrics.json",
         text="results/evaluate/etbench_subset/metrics.log",
     params:
         options=score_options(),
-        subset=config["evaluate"]["subset"],
+        subset=f"--subset {config['evaluate']['subset']}",
     resources:
         **job_resources("score_etbench_subset"),
     log:
         "results/logs/evaluate/etbench_subset.log",
-    conda:
-        "../envs/eval.yaml"
-    shell:
-        "etchat score {input} --out-dir $(dirname {output.tsv}) --subset {params.subset} {params.options} > {log} 2>&1"
 
 
 rule score_charades:

@@ -12,12 +12,10 @@ scattergather:
 rule infer_shard:
     input:
         checkpoint=model_for_inference(),
-        annotations=lambda wc: checked_annotation(INFER_BENCHMARKS[wc.benchmark][0]),
+        annotations=infer_annotation,
         videos=infer_videos_ready,
     output:
         "results/infer/{benchmark}/shards/{scatteritem}.json",
-    wildcard_constraints:
-        benchmark="etbench|charades",
     params:
         # The answer log is not a declared output: Snakemake deletes a failed job's outputs, the log must survive.
         answers="results/infer/{benchmark}/shards/{scatteritem}.jsonl",
@@ -43,12 +41,10 @@ rule infer_shard:
 rule infer_merge:
     input:
         shards=infer_shard_summaries,
-        annotations=lambda wc: checked_annotation(INFER_BENCHMARKS[wc.benchmark][0]),
+        annotations=infer_annotation,
     output:
         predictions="results/infer/{benchmark}/predictions.json",
         summary="results/infer/{benchmark}/summary.json",
-    wildcard_constraints:
-        benchmark="etbench|charades",
     params:
         root=lambda wc: infer_video_root(wc.benchmark),
         on_error=config["infer"]["on_error"],
