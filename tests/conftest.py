@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import REPO
 
 from etchat.config import load_config
 
-REPO = Path(__file__).resolve().parents[1]
 TEST_CONFIG = REPO / ".test" / "config.yaml"
 
 # Subprocesses (`etchat`, `snakemake`) must come from the interpreter running the tests.

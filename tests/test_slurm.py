@@ -20,13 +20,13 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from helpers import REPO
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from safetensors.torch import load_file
 
 from etchat.config import deep_merge, load_config
 
-REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "slurm" / "config.yaml"
 CLUSTER_SCRIPT = REPO / "scripts" / "local_slurm.sh"
 GPU_RULES = ("train_stage", "infer_shard")

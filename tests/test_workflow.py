@@ -4,26 +4,18 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from helpers import REPO, snakemake
 
 from etchat.config import load_config
 from etchat.data.synth.scene import RENDER_RATE, make_scene, render_frames
 from etchat.etbench import TASKS
 from etchat.video.ffmpeg import encode_frames, probe
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir)]
-    return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout)
 
 
 def workdir_with(tmp_path: Path, config: dict) -> Path:

@@ -60,18 +60,3 @@ def etbench_records() -> list[dict]:
         {"version": 1.0, "idx": 1, "task": "dvc", "source": "s", "video": "sub/b.mp4", "duration": 12.0,
          "tgt": [[0.0, 2.0]], "g": ["a thing"], "q": "Localize the events and describe them."},
     ]  # fmt: skip
-
-
-def force_vid(vid: int, stop: int, at=(1, 3), end: int = 5):
-    """A per-sample processor: emit <vid> at steps `at` and stop at step `end` (steers a random model)."""
-
-    def processor(histories, scores):
-        scores = scores.clone()
-        for b, history in enumerate(histories):
-            if len(history) in at:
-                scores[b, vid] += 1e4
-            elif len(history) == end:
-                scores[b, stop] += 1e4
-        return scores
-
-    return processor

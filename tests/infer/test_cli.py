@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import REPO, snakemake
 
 from etchat.cli import main
 from etchat.infer.store import read_lines
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def etchat(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -117,11 +116,6 @@ def test_own_videos_and_questions(checkpoint, videos, tmp_path, caplog):
     refused = main(["infer", "--checkpoint", str(checkpoint), "--videos", str(videos), "--questions", str(bad),
                     "--out", str(tmp_path / "x.jsonl")])  # fmt: skip
     assert refused == 2 and "line 1: the question has 2 <vid> but src gives 1 times" in caplog.text
-
-
-def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir)]
-    return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.slow

@@ -6,7 +6,8 @@ import functools
 import json
 
 import pytest
-from infer_helpers import etbench_records, force_vid
+from helpers import force_vid
+from infer_helpers import etbench_records
 
 from etchat.errors import DataError
 from etchat.infer.engine import select_frames

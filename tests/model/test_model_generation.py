@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import force_vid
 
 from etchat.model import ETChatGeneration, detokenize
 
@@ -22,24 +23,9 @@ def setup(make_model, make_frames, encode):
     return model, prompts, frames, queries, src
 
 
-def force_vid(vid: int, eos: int):
-    """A per-sample (batch-independent) processor that makes the model emit <vid> at steps 1 and 3 and stop at 7."""
-
-    def processor(histories, scores):
-        scores = scores.clone()
-        for b, history in enumerate(histories):
-            if len(history) in (1, 3):
-                scores[b, vid] += 1e4
-            elif len(history) == 7:
-                scores[b, eos] += 1e4
-        return scores
-
-    return processor
-
-
 def test_batch_outputs_equal_batch_of_one(setup, tokenizer, vid_id):
     model, prompts, frames, queries, src = setup
-    hook = force_vid(vid_id, tokenizer.eos_token_id)
+    hook = force_vid(vid_id, tokenizer.eos_token_id, end=7)
     batch = model.generate(prompts, frames, queries, src, max_new_tokens=12, logits_processor=hook)
     assert isinstance(batch, ETChatGeneration)
     for b in range(3):
@@ -62,7 +48,7 @@ def test_generation_agrees_with_teacher_forcing(setup, tokenizer, vid_id):
         [queries[b]],
         [src[b]],
         max_new_tokens=8,
-        logits_processor=force_vid(vid_id, tokenizer.eos_token_id),
+        logits_processor=force_vid(vid_id, tokenizer.eos_token_id, end=7),
         return_match_probs=True,
     )
     generated, matched = out.sequences[0], out.matched_frames[0]
@@ -95,7 +81,7 @@ def test_generation_agrees_with_teacher_forcing(setup, tokenizer, vid_id):
 def test_matched_frame_is_fed_back(setup, tokenizer, vid_id):
     """Zeroing the frame tokens fed back after a generated <vid> must change what comes next."""
     model, prompts, frames, queries, src = setup
-    hook = force_vid(vid_id, tokenizer.eos_token_id)
+    hook = force_vid(vid_id, tokenizer.eos_token_id, end=7)
     out = model.generate([prompts[0]], [frames[0]], [queries[0]], max_new_tokens=8, logits_processor=hook)
     ids = torch.tensor([prompts[0] + out.sequences[0]])
     with torch.no_grad():

@@ -6,21 +6,12 @@ import copy
 import json
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import psutil
 import pytest
 import yaml
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def snakemake(workdir: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir)] + [
-        *args
-    ]
+from helpers import snakemake, snakemake_cmd
 
 
 def kill_training_job(snakemake_pid: int) -> None:
@@ -40,7 +31,7 @@ def test_a_stage_killed_in_the_dag_resumes_on_the_next_run(tmp_path, test_config
     config["train"]["stage3"].update(max_steps=8, holdout_fraction=0.0)
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     target = "results/train/stage3/summary.json"
-    command = snakemake(tmp_path, "--cores", "2", target)
+    command = snakemake_cmd(tmp_path, "--cores", "2", target)
     run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     marker = tmp_path / "results/train/stage3/work/checkpoints/checkpoint-4/COMPLETE"
     deadline = time.time() + 600
@@ -54,7 +45,7 @@ def test_a_stage_killed_in_the_dag_resumes_on_the_next_run(tmp_path, test_config
     assert not (tmp_path / "results/models/stage3").exists() and marker.exists()
 
     stage1 = (tmp_path / "results/train/stage1/summary.json").stat().st_mtime_ns
-    again = subprocess.run(snakemake(tmp_path, "--cores", "2", target), capture_output=True, text=True, timeout=600)
+    again = snakemake(tmp_path, "--cores", "2", target, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     summary = json.loads((tmp_path / target).read_text())
     assert summary["steps"] == 8 and summary["resumed_from"].rsplit("-", 1)[-1] in {"4", "6"}

@@ -16,13 +16,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from helpers import REPO
 from safetensors.torch import load_file
 
 from etchat.config import load_config
 from etchat.data.synth import layout
 from etchat.train.base import build_base
 
-REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 STAGE_DATA = {  # annotation file, video root, image root (relative to the data set)
