@@ -1,7 +1,8 @@
 """What each training stage trains (spec §4.2-4.3), and the batch arithmetic.
 
-The per-stage facts of the paper (conversation template, which parameters are trainable, LoRA, matching) are
-constants here; the hyper-parameters (learning rates, global batch, steps, filters) are config values
+The per-stage facts of the paper (which parameters are trainable, LoRA) are constants here, the template and
+matching come from what the stage writes into the model config (`etchat.model.presets.STAGE_FIELDS`); the
+hyper-parameters (learning rates, global batch, steps, filters) are config values
 (`train.stage1` ... `train.stage3`), whose faithful values are the defaults of `StageHyper`.
 """
 
@@ -13,6 +14,7 @@ from typing import Any
 from torch import nn
 
 from etchat.errors import ConfigError
+from etchat.model.presets import stage_fields
 
 
 @dataclass(frozen=True)
@@ -24,10 +26,16 @@ class StageSpec:
     matching: bool  # <vid> matching heads, src/tgt, bidirectional frame attention
 
 
+def _spec(stage: int, tuning: str, lora: bool) -> StageSpec:
+    """The template and matching come from what the stage writes into the model config (one place for both)."""
+    written = stage_fields(stage)
+    return StageSpec(stage, written["conv_type"], tuning, lora=lora, matching=written["use_matching"])
+
+
 STAGES: dict[int, StageSpec] = {
-    1: StageSpec(1, "plain", "projector", lora=False, matching=False),
-    2: StageSpec(2, "phi3", "qformer", lora=True, matching=False),
-    3: StageSpec(3, "phi3", "attention", lora=True, matching=True),
+    1: _spec(1, "projector", lora=False),
+    2: _spec(2, "qformer", lora=True),
+    3: _spec(3, "attention", lora=True),
 }
 
 
