@@ -21,6 +21,7 @@ import torch
 
 from etchat.errors import DataError
 from etchat.model import MATCH_TOKEN, detokenize, load_checkpoint
+from etchat.model.generation import vid_texts
 from etchat.video.sampling import read_video
 from etchat.video.transforms import get_transform
 
@@ -282,11 +283,12 @@ class Engine:
                 values.append(round(float(p.frame_times[frame]), 1))
         raw = self.tokenizer.decode(ids, skip_special_tokens=False)
         warnings = list(p.warnings)
+        times = None if as_index else p.frame_times
         try:
-            answer = detokenize(self.tokenizer, ids, matched, None if as_index else p.frame_times)
+            answer = detokenize(self.tokenizer, ids, matched, times)
         except ValueError:
             # The text spells "<vid>" with ordinary tokens too: fill in the real <vid> tokens one by one.
-            answer = self._detokenize_by_token(ids, values)
+            answer = self._detokenize_by_token(ids, vid_texts(matched, times))
             warnings.append(f"the answer spells {MATCH_TOKEN} with ordinary tokens; filled token by token")
         stopped = bool(ids) and ids[-1] in self.stop_ids
         line = {
@@ -323,7 +325,7 @@ class Engine:
             line["warnings"] = warnings
         return line
 
-    def _detokenize_by_token(self, ids: list[int], values: list[float | int | None]) -> str:
+    def _detokenize_by_token(self, ids: list[int], values: list[str]) -> str:
         parts, current = [], []
         for token in ids:
             if token == self.match_id:
@@ -332,7 +334,7 @@ class Engine:
             else:
                 current.append(token)
         parts.append(self.tokenizer.decode(current, skip_special_tokens=False))
-        text = parts[0] + "".join(f"{v}{part}" for v, part in zip(values, parts[1:], strict=True))
+        text = parts[0] + "".join(v + part for v, part in zip(values, parts[1:], strict=True))
         for stop in (self.template.sep, "<|endoftext|>"):
             text = text.strip().removesuffix(stop)
         return text.strip()

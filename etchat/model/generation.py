@@ -240,6 +240,17 @@ def generate(
     return ETChatGeneration(histories, matched, vid_positions, probs_out)
 
 
+def vid_texts(
+    matched_frames: Sequence[int],
+    frame_times: Sequence[float] | None = None,
+    time_format: Callable[[float], str] | None = None,
+) -> list[str]:
+    """What each `<vid>` is written as: its matched frame index, or with `frame_times` that frame's time (default
+    format `{:g}` of the value rounded to 0.1 s); -1 (no frame to match) stays -1."""
+    fmt = time_format or (lambda t: f"{round(t, 1):g}")
+    return [str(f) if frame_times is None or f < 0 else fmt(float(frame_times[f])) for f in matched_frames]
+
+
 def detokenize(
     tokenizer: Any,
     token_ids: Sequence[int],
@@ -258,13 +269,7 @@ def detokenize(
     parts = text.split(MATCH_TOKEN)
     if len(parts) - 1 != len(matched_frames):
         raise ValueError(f"{len(parts) - 1} {MATCH_TOKEN} in the text but {len(matched_frames)} matched frames")
-    fmt = time_format or (lambda t: f"{round(t, 1):g}")
-    values = []
-    for frame in matched_frames:
-        if frame_times is None or frame < 0:
-            values.append(str(frame))
-        else:
-            values.append(fmt(float(frame_times[frame])))
+    values = vid_texts(matched_frames, frame_times, time_format)
     out = parts[0] + "".join(v + p for v, p in zip(values, parts[1:], strict=True))
     changed = True
     while changed:

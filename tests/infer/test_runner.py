@@ -225,3 +225,21 @@ def test_a_new_shard_count_takes_over_the_finished_answers(engine_for, etbench_f
     assert sorted(line["key"] for line in lines) == sorted(s.key for s in samples)
     old = {line["key"]: line for line in read_lines(tmp_path / "1-of-1.jsonl")}
     assert all(line == old[line["key"]] for line in lines if line["key"] in old)
+
+
+@pytest.mark.parametrize("vid_times", ["index", "seconds"])
+def test_an_answer_spelling_vid_in_text_writes_times_as_the_normal_path_does(
+    engine_for, etbench_file, videos, vid_times
+):
+    engine = engine_for(decoding="greedy", vid_times=vid_times)
+    p = engine.prepare(etbench_samples(etbench_file(), videos)[0])
+    tok = engine.tokenizer
+
+    def text(s):
+        return tok.encode(s, add_special_tokens=False)
+
+    spelled = [i for c in "<vid>" for i in text(c)]  # "<vid>" in ordinary tokens: the split by text miscounts
+    ids = text("At ") + [engine.match_id] + text(" to ") + [engine.match_id] + text(" or ") + spelled
+    line = engine._answer_line(p, ids, [3, -1], 0.1, 1)
+    assert p.frame_times[3] == 3.0 and line["answer"] == "At 3 to -1 or <vid>"  # as detokenize writes them
+    assert any("token by token" in w for w in line["warnings"])
