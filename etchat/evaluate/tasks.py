@@ -85,13 +85,18 @@ def _answer_issue(sample: Sample) -> Issue | None:
     return None
 
 
-def _intervals(sample: Sample, issues: list[Issue]) -> list[list[float]] | None:
-    """`parse_intervals` of the answer; answers that would crash the official run are recorded and give None."""
+def _parsed_answer(sample: Sample, parse: Callable[[str], Any], issues: list[Issue]) -> Any:
+    """`parse` of the answer; an answer that would crash the official run is recorded in `issues` and gives None."""
     if (issue := _answer_issue(sample)) is not None:
         issues.append(issue)
         return None
+    return parse(sample.answer)
+
+
+def _intervals(sample: Sample, issues: list[Issue]) -> list[list[float]] | None:
+    """`parse_intervals` of the answer, or None (recorded in `issues` where the official run would crash)."""
     try:
-        return parse_intervals(sample.answer)
+        return _parsed_answer(sample, parse_intervals, issues)
     except ParseError as err:
         issues.append(Issue(sample.task, sample.source, sample.idx, str(err)))
         return None
@@ -343,10 +348,7 @@ def score_vhd(samples: Sequence[Sample]) -> SourceScore:
     issues: list[Issue] = []
     hits, failed = 0, 0
     for s in samples:
-        issue = _answer_issue(s)
-        point = first_number(s.answer) if issue is None else None
-        if issue is not None:
-            issues.append(issue)
+        point = _parsed_answer(s, first_number, issues)
         if point is None:
             failed += 1
             continue
@@ -388,10 +390,7 @@ def plan_dense(samples: Sequence[Sample], rng: random.Random) -> DensePlan:
     preds: dict[str, list[tuple[list[float], str]]] = {}
     failed = 0
     for s in samples:
-        issue = _answer_issue(s)
-        parsed = parse_dense_captions(s.answer) if issue is None else None
-        if issue is not None:
-            issues.append(issue)
+        parsed = _parsed_answer(s, parse_dense_captions, issues)
         if parsed is None:
             failed += 1
             continue

@@ -320,6 +320,7 @@ class ETChatCausalLMMixin:
     model: Any
     lm_head: nn.Linear
     base_model_class: type[nn.Module]  # the backbone's ETChat*Model, set by each model class
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
     # The loss is normalised here (token mean + sample mean); the Trainer must not pass num_items_in_batch.
     accepts_loss_kwargs = False
     _supports_flash_attn = False  # the frame mask is an explicit 4-D mask
@@ -545,7 +546,6 @@ class ETChatCausalLMMixin:
 class ETChatPhi3ForCausalLM(ETChatCausalLMMixin, ETChatInitMixin, Phi3PreTrainedModel, GenerationMixin):
     config: ETChatPhi3Config
     config_class = ETChatPhi3Config
-    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
     _no_split_modules = ["Phi3DecoderLayer", "EVABlock", "QFormerLayer"]
     base_model_class = ETChatPhi3Model
 
@@ -553,7 +553,6 @@ class ETChatPhi3ForCausalLM(ETChatCausalLMMixin, ETChatInitMixin, Phi3PreTrained
 class ETChatLlamaForCausalLM(ETChatCausalLMMixin, ETChatInitMixin, LlamaPreTrainedModel, GenerationMixin):
     config: ETChatLlamaConfig
     config_class = ETChatLlamaConfig
-    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
     _no_split_modules = ["LlamaDecoderLayer", "EVABlock", "QFormerLayer"]
     base_model_class = ETChatLlamaModel
 
@@ -561,7 +560,6 @@ class ETChatLlamaForCausalLM(ETChatCausalLMMixin, ETChatInitMixin, LlamaPreTrain
 class ETChatQwen2ForCausalLM(ETChatCausalLMMixin, ETChatInitMixin, Qwen2PreTrainedModel, GenerationMixin):
     config: ETChatQwen2Config
     config_class = ETChatQwen2Config
-    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
     _no_split_modules = ["Qwen2DecoderLayer", "EVABlock", "QFormerLayer"]
     base_model_class = ETChatQwen2Model
 
