@@ -8,10 +8,12 @@ peak GPU memory and how many answers agree between batch 1 and batch 8 (fp16 ker
 a few near-ties can flip on a GPU; on a CPU in fp32 they all agree).
 
 The LM's vocabulary is that of a small locally trained tokenizer (no hub access); everything else has the real
-sizes (3.8 B Phi-3-mini, EVA-ViT-g/14 at 224 px, BERT-base Q-Former). Needs ffmpeg on PATH to write the videos.
+sizes (3.8 B Phi-3-mini, EVA-ViT-g/14 at 224 px, BERT-base Q-Former). Needs ffmpeg on PATH to write the videos,
+unless `--videos DIR` already holds them (write them on a machine with ffmpeg, carry them to one without).
 Under 5 minutes on one H100.
 
 Usage: python bench/gpu/bench_infer_gpu.py [--samples 16] [--max-new-tokens 64] [--json out.json] [--tiny]
+       [--videos DIR]
 (`--tiny` runs the same code with the tiny test model on short videos, e.g. on a CPU, to check the script.)
 """
 
@@ -52,15 +54,24 @@ def write_video(path: Path, seconds: float) -> None:
     subprocess.run([*cmd, "-pix_fmt", "yuv420p", "-c:v", "libx264", "-preset", "ultrafast", str(path)], check=True)
 
 
+def write_videos(videos: Path, durations: tuple[float, ...]) -> None:
+    """v0.mp4, v1.mp4, ... of the given durations; videos already there are kept (made elsewhere, or a rerun)."""
+    videos.mkdir(parents=True, exist_ok=True)
+    for i, seconds in enumerate(durations):
+        video = videos / f"v{i}.mp4"
+        if video.exists():
+            continue
+        if shutil.which("ffmpeg") is None:
+            raise SystemExit(f"{video} is missing and ffmpeg is not on PATH to write it (see --videos)")
+        write_video(video, seconds)
+
+
 def annotations(root: Path, count: int, durations: tuple[float, ...]) -> Path:
     records = []
     for i in range(count):
         seconds = durations[i % len(durations)]
-        video = root / "videos" / f"v{i % len(durations)}.mp4"
-        if not video.exists():
-            video.parent.mkdir(parents=True, exist_ok=True)
-            write_video(video, seconds)
-        base = {"version": 1.0, "idx": i, "source": "bench", "video": video.name, "duration": float(seconds)}
+        video = f"v{i % len(durations)}.mp4"  # written by write_videos
+        base = {"version": 1.0, "idx": i, "source": "bench", "video": video, "duration": float(seconds)}
         if i % 4 == 0:
             q = "What is happening at <vid> seconds? Options: (A) a (B) b (C) c (D) d."
             records.append({**base, "task": "rar", "src": [seconds / 3], "p": 0, "o": list("abcd"), "q": q})
@@ -101,9 +112,8 @@ def main() -> None:
     parser.add_argument("--vision-chunk-size", type=int, default=256)
     parser.add_argument("--tiny", action="store_true", help="tiny model and short videos (check the script)")
     parser.add_argument("--json", type=str, default=None, help="also write the figures to this file")
+    parser.add_argument("--videos", type=Path, default=None, help="folder of the test videos, written when missing")
     args = parser.parse_args()
-    if shutil.which("ffmpeg") is None:
-        raise SystemExit("ffmpeg is needed on PATH to write the benchmark videos")
     hf_logging.disable_progress_bar()
     logging.basicConfig(level=logging.WARNING)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -128,7 +138,9 @@ def main() -> None:
         if args.attn == "sdpa":
             model.model.set_visual_attn_implementation("sdpa")
         build_s = time.perf_counter() - build_start
-        samples = etbench_samples(annotations(root, args.samples, durations), root / "videos")
+        videos = args.videos or root / "videos"
+        write_videos(videos, durations)
+        samples = etbench_samples(annotations(root, args.samples, durations), videos)
         results: dict[str, Any] = {
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "dtype": str(dtype),

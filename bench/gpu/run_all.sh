@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Every GPU check in one call (for a lent GPU machine; under 10 minutes on one H100): the full-size model
+# Every GPU check in one call (for a lent GPU machine; 2.5 minutes on one H200): the full-size model
 # (training step eager vs SDPA, MFU, batched generation), a ZeRO-2 stage-3 optimizer step through the real
 # trainer, and batched shard inference. Each script gets its own time limit, so one overrun still leaves the
 # others' figures. Figures go to $OUT (or results/bench_gpu/) as JSON, and to stdout.
 #   PYTHON=.venv/bin/python bash bench/gpu/run_all.sh      # an environment with envs/train.yaml's packages
+# Without ffmpeg there, set BENCH_VIDEOS to a folder of the inference benchmark's videos written elsewhere
+# (any run of bench_infer_gpu.py with --videos DIR on a machine with ffmpeg writes them there).
 set -u
 cd "$(dirname "$0")/../.."
 py=${PYTHON:-python}
@@ -14,5 +16,5 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out
 status=0
 timeout 270 "$py" bench/gpu/bench_model_gpu.py --json "$out/model.json" || status=1
 timeout 150 "$py" bench/gpu/bench_train_gpu.py --steps 3 --json "$out/train.json" || status=1
-timeout 150 "$py" bench/gpu/bench_infer_gpu.py --samples 8 --json "$out/infer.json" || status=1
+timeout 150 "$py" bench/gpu/bench_infer_gpu.py --samples 8 --json "$out/infer.json" ${BENCH_VIDEOS:+--videos "$BENCH_VIDEOS"} || status=1
 exit $status
