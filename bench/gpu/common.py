@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -45,3 +47,37 @@ def write_figures(results: dict[str, Any], path: str | None, name: str) -> None:
     if out:
         Path(out).write_text(json.dumps(results, indent=2))
         print(f"figures written to {out}")
+
+
+# The JSON files run_all.sh has the benchmarks write, by benchmark name.
+FIGURE_FILES = {"model": "model.json", "train": "train.json", "infer": "infer.json"}
+
+
+def _flat(prefix: str, value: Any) -> list[tuple[str, Any]]:
+    if isinstance(value, dict):
+        return [row for key, inner in value.items() for row in _flat(f"{prefix}.{key}" if prefix else key, inner)]
+    if isinstance(value, list):
+        return [(prefix, " ".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in value))]
+    return [(prefix, f"{value:.6g}" if isinstance(value, float) else value)]
+
+
+def figures_tsv(folder: str | Path) -> Path:
+    """DIR/figures.tsv from the benchmarks' JSON files in DIR; a benchmark that wrote none gets a `missing` row."""
+    folder = Path(folder)
+    rows = []
+    for name, file in FIGURE_FILES.items():
+        path = folder / file
+        if not path.is_file():
+            rows.append((name, "missing", f"{file} not written (the benchmark failed or ran out of time)"))
+            continue
+        rows += [(name, key, value) for key, value in _flat("", json.loads(path.read_text()))]
+    out = folder / "figures.tsv"
+    with out.open("w", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+        writer.writerow(("benchmark", "figure", "value"))
+        writer.writerows(rows)
+    return out
+
+
+if __name__ == "__main__":
+    print(f"figures written to {figures_tsv(sys.argv[1])}")
