@@ -4,10 +4,11 @@ A LLaMA-VID / E.T. Instruct record holds `conversations: [{"from": "human"|"gpt"
 `build_conversation` turns it into the prompt text the LLM sees (with `<image>` where the frames go) and the
 Q-Former queries (one per `<image>`), or raises `ConversationError` saying why the record cannot be used.
 
-`<image>` insertion (multi-row templates): in a record with an image or video, every human turn that lacks
-`<image>` gets one, before (`<image>\\n` + msg) or after (msg + `\\n<image>`) the text. The original flips a coin
-with Python's global `random` inside dataloader workers, so the data depended on the worker count; here the coin
-is drawn from a generator seeded by (seed, record index), so it is the same in every run and on every rank.
+Multi-row templates strip every message (a turn left empty is refused), as the original does; `plain` keeps the
+caption as it is. `<image>` insertion (multi-row templates): in a record with an image or video, every human turn
+that lacks `<image>` gets one, before (`<image>\\n` + msg) or after (msg + `\\n<image>`) the text. The original
+flips a coin with Python's global `random` inside dataloader workers, so the data depended on the worker count;
+here the coin is drawn from a generator seeded by (seed, record index): the same in every run and on every rank.
 """
 
 from __future__ import annotations
@@ -117,6 +118,9 @@ def _multi_row(turns: list[tuple[str, str]], has_media: bool, template: Template
     messages: list[tuple[str, str | None]] = []
     queries: list[str] = []
     for speaker, text in turns:
+        text = text.strip()  # as the original, which also refuses a turn left empty
+        if not text:
+            raise ConversationError(f"an empty {speaker} turn")
         # The label masking splits the prompt on these strings: inside a message they would misplace the labels.
         reserved = [s for s in template.reserved if s in text]
         if reserved:

@@ -58,6 +58,7 @@ class DataSettings:
     vision_processor: str = "clip_center_224"
     seed: int = 0  # the <image> placement coin of each record
     cache_frames: bool = False  # keep transformed frames in memory (small demo data only)
+    label_masks: str = "original"  # how round boundaries are found (etchat.data.tokenization)
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ class Item:
     modality: str  # "video", "image" or "text"
     words: int  # words of the whole conversation (the modality sampler's length)
     duration: float | None
+    label_mismatch: bool = False  # the original's label arithmetic does not add up for it (label_masks: original)
 
 
 @dataclass
@@ -177,7 +179,9 @@ class TrainingDataset(Dataset):
         conversation = build_conversation(
             record, self.settings.template, frames is not None, self.settings.seed, item.index
         )
-        tokens = tokenize_conversation(conversation, self.tokenizer, _where(record, item.index))
+        tokens = tokenize_conversation(
+            conversation, self.tokenizer, _where(record, item.index), self.settings.label_masks
+        )
         sample: dict[str, Any] = {
             "index": item.index,
             "input_ids": torch.tensor(tokens.input_ids, dtype=torch.long),
@@ -283,7 +287,7 @@ def check_record(
         conversation = build_conversation(record, s.template, modality != "text", s.seed, index)
     except ConversationError as err:
         return row("skipped", f"broken conversation: {err}")
-    tokens = tokenize_conversation(conversation, tokenizer, _where(record, index))  # a mismatch stops the run
+    tokens = tokenize_conversation(conversation, tokenizer, _where(record, index), s.label_masks)
     if len(tokens.input_ids) > s.model_max_length:
         return row("skipped", f"too long: {len(tokens.input_ids)} text tokens > model_max_length {s.model_max_length}")
     if not tokens.num_supervised:
@@ -293,7 +297,7 @@ def check_record(
         if problem:
             return row("skipped", problem)
     all_words = sum(len(str(t.get("value", "")).split()) for t in record["conversations"])
-    return Item(index, modality, all_words, duration), None
+    return Item(index, modality, all_words, duration, tokens.mismatch), None
 
 
 def _vid_problem(record: dict, ids: list[int], tokenizer) -> str | None:
@@ -326,6 +330,10 @@ class PreparedData:
     @property
     def num_filtered(self) -> int:
         return sum(r.kind == "filtered" for r in self.skipped)
+
+    @property
+    def num_label_mismatches(self) -> int:
+        return sum(item.label_mismatch for item in self.dataset.items)
 
 
 def prepare_dataset(
@@ -360,6 +368,15 @@ def prepare_dataset(
         prepared.num_skipped,
         len(heldout),
     )
+    if prepared.num_label_mismatches:
+        log.warning(
+            "%d of %d usable records are masked as the original masked them although its round arithmetic does not "
+            "add up for them (it warned 'Tokenization mismatch'; e.g. conversations of several rounds with Phi-3's "
+            "tokenizer): some answer tokens of their later rounds are not supervised. train.label_masks: exact masks "
+            "every round at its true boundaries.",
+            prepared.num_label_mismatches,
+            len(items),
+        )
     return prepared
 
 

@@ -1,13 +1,24 @@
-"""Tokenization with `<image>` placeholders and label masking (spec §3.5), failing loudly on a mismatch.
+"""Tokenization with `<image>` placeholders and label masking, as the original E.T. Chat does it.
 
 `tokenize_prompt` splits the text on `<image>`, tokenizes each chunk on its own, keeps the first chunk's BOS,
-drops the BOS of later chunks and puts one `IMAGE_TOKEN_INDEX` between chunks (LLaVA's `tokenizer_image_token`).
+drops the BOS of later chunks and puts one `IMAGE_TOKEN_INDEX` between chunks (LLaVA's arithmetic).
 
-Labels supervise only the assistant text and its `<|end|>` (phi3), or the caption and its trailing newline
-(plain). The original finds the boundaries by re-tokenizing each round's substrings and only *warns* when the
-lengths do not add up, training on a fully masked sample. Here every round's tokens are compared with the tokens
-of the whole prompt at the position the arithmetic puts them; any difference raises `TokenizationError`, which
-stops the run (a tokenizer or template problem, not a data problem).
+Labels supervise the assistant text and its `<|end|>` (phi3), or the caption and its trailing newline (plain).
+How the round boundaries are found is `label_masks`:
+
+- `original` (default): the original's arithmetic. The prompt is split into rounds on `<|end|>`; each round and
+  its instruction part (up to the assistant header) are tokenized on their own, their lengths (one token less
+  after the first round, for the BOS of a separate tokenization) mask the instruction and advance the cursor.
+  With Phi-3's real tokenizer this does not add up for every conversation of several rounds: a round tokenized on
+  its own begins with the newline before `<|user|>`, which in the whole prompt the `rstrip` of the preceding
+  `<|end|>` swallows. With Phi-3's first tokenizer files (a BOS on every text) each later round then starts one
+  token late, so some answer tokens of later rounds are masked and some question tokens supervised; with the
+  July 2024 files (no BOS) the one-token allowance happens to cancel the newline. The original only warned
+  ("Tokenization mismatch") and trained on the masks as computed; so does this default, and counts the records.
+- `exact`: each answer is located in the token stream by tokenizing the prompt up to its assistant header and up
+  to its `<|end|>`; exactly those tokens are supervised in every round. A prompt whose tokens do not start with
+  the tokens of such a prefix raises `TokenizationError` (a tokenizer that merges across the template's
+  boundaries).
 """
 
 from __future__ import annotations
@@ -22,13 +33,17 @@ from etchat.model.constants import IGNORE_INDEX, IMAGE_TOKEN, IMAGE_TOKEN_INDEX
 
 
 class TokenizationError(UserFacingError):
-    """The label boundaries computed by re-tokenizing a round disagree with the prompt's tokens."""
+    """The prompt cannot be masked: no plain prefix, or (`exact`) a boundary the tokenizer merges across."""
+
+
+LABEL_MASKS: tuple[str, ...] = ("original", "exact")
 
 
 @dataclass
 class TokenizedSample:
     input_ids: list[int]
     labels: list[int]
+    mismatch: bool = False  # the original's round arithmetic does not add up (it warned "Tokenization mismatch")
 
     @property
     def num_supervised(self) -> int:
@@ -48,58 +63,76 @@ def tokenize_prompt(text: str, tokenizer: Any) -> list[int]:
     return ids
 
 
-def tokenize_conversation(conversation: Conversation, tokenizer: Any, where: str = "") -> TokenizedSample:
+def tokenize_conversation(
+    conversation: Conversation, tokenizer: Any, where: str = "", label_masks: str = "original"
+) -> TokenizedSample:
     """Input ids and labels of a built conversation; `where` names the record in errors."""
+    if label_masks not in LABEL_MASKS:
+        raise ValueError(f"label_masks {label_masks!r}; allowed: {list(LABEL_MASKS)}")
     ids = tokenize_prompt(conversation.prompt, tokenizer)
     if conversation.template == "plain":
         return _plain_labels(ids, tokenizer, where)
-    if conversation.template == "phi3":
-        return _multi_row_labels(conversation.prompt, ids, tokenizer, where)
-    raise ValueError(f"unknown conversation template {conversation.template!r}")
+    if conversation.template != "phi3":
+        raise ValueError(f"unknown conversation template {conversation.template!r}")
+    if label_masks == "exact":
+        return _exact_labels(conversation.prompt, ids, tokenizer, where)
+    return _original_labels(conversation.prompt, ids, tokenizer)
 
 
 def _plain_labels(ids: list[int], tokenizer: Any, where: str) -> TokenizedSample:
-    head = tokenize_prompt(IMAGE_TOKEN, tokenizer)  # [BOS, -200]: never supervised
+    head = tokenize_prompt(IMAGE_TOKEN, tokenizer)  # [BOS, -200] (or [-200] without BOS): never supervised
     if ids[: len(head)] != head:
         raise TokenizationError(f"{where}: plain prompt does not start with {head} (got {ids[: len(head)]})")
     labels = [IGNORE_INDEX] * len(head) + ids[len(head) :]
     return TokenizedSample(ids, labels)
 
 
-def _multi_row_labels(prompt: str, ids: list[int], tokenizer: Any, where: str) -> TokenizedSample:
-    """phi3 masking: rounds split on `<|end|>` (system + first exchange, then one exchange per round)."""
-    sep, assistant = PHI3.sep, PHI3.roles[1]
-    end_ids = tokenizer(sep, add_special_tokens=False).input_ids
-    if len(end_ids) != 1:
-        raise TokenizationError(f"{where}: {sep!r} is not a single token of this tokenizer ({end_ids})")
-    rounds = prompt.split(sep)
-    grouped = [sep.join(rounds[:3])] + [sep.join(rounds[k : k + 2]) for k in range(3, len(rounds), 2)]
-    has_bos = bool(ids) and tokenizer.bos_token_id is not None and ids[0] == tokenizer.bos_token_id
-    labels = list(ids)
-    cur = 0
-    for k, text in enumerate(grouped):
-        if text == "":
+def _original_labels(prompt: str, ids: list[int], tokenizer: Any) -> TokenizedSample:
+    """The original's round arithmetic (module doc), including where it does not add up."""
+    sep, header = PHI3.sep, PHI3.sep + PHI3.roles[1]
+    parts = [part + sep for part in prompt.split(sep)][:-1]  # the last part is the prompt's empty tail
+    rounds = ["".join(parts[:3])] + ["".join(parts[k : k + 2]) for k in range(3, len(parts), 2)]
+    labels, cur = list(ids), 0
+    for k, text in enumerate(rounds):
+        if not text:
             break
-        parts = text.split(assistant)
-        if len(parts) != 2:
-            raise TokenizationError(f"{where}: round {k} has {len(parts) - 1} assistant headers, expected 1")
-        round_ids = tokenize_prompt(text, tokenizer) + end_ids
-        ins_ids = tokenize_prompt(parts[0] + assistant, tokenizer)
-        if k > 0 and has_bos:  # later rounds were tokenized with a BOS of their own
-            round_ids, ins_ids = round_ids[1:], ins_ids[1:]
-        found = ids[cur : cur + len(round_ids)]
-        if found != round_ids or round_ids[: len(ins_ids)] != ins_ids:
-            raise TokenizationError(
-                f"{where}: tokenization mismatch in round {k}: the round re-tokenized alone gives "
-                f"{_show(tokenizer, round_ids)} but the prompt has {_show(tokenizer, found)} at tokens {cur}.."
-                "; the tokenizer does not split the template where the label masking assumes "
-                "(use the checkpoint's own tokenizer files)"
-            )
-        labels[cur : cur + len(ins_ids)] = [IGNORE_INDEX] * len(ins_ids)
-        cur += len(round_ids)
-    if cur != len(ids):
-        raise TokenizationError(f"{where}: tokenization mismatch: rounds cover {cur} of {len(ids)} tokens")
+        instruction = header.join(text.split(header)[:-1]) + header
+        round_len = len(tokenize_prompt(text, tokenizer))
+        instruction_len = len(tokenize_prompt(instruction, tokenizer))
+        if k > 0:  # the BOS of the round's own tokenization
+            round_len, instruction_len = round_len - 1, instruction_len - 1
+        end = min(cur + instruction_len, len(labels))  # a tensor slice: never past the end
+        labels[cur:end] = [IGNORE_INDEX] * max(end - cur, 0)
+        cur += round_len
+    return TokenizedSample(ids, labels, mismatch=cur != len(ids))
+
+
+def _exact_labels(prompt: str, ids: list[int], tokenizer: Any, where: str) -> TokenizedSample:
+    """Every answer and its `<|end|>` supervised, located by tokenizing the prompt up to each boundary."""
+    sep, assistant = PHI3.sep, PHI3.roles[1]
+    labels = [IGNORE_INDEX] * len(ids)
+    pos = 0
+    while (start := prompt.find(assistant, pos)) >= 0:
+        answer_start = start + len(assistant)
+        stop = prompt.find(sep, answer_start)
+        if stop < 0:
+            raise TokenizationError(f"{where}: an answer without {sep!r} after it")
+        answer_end = stop + len(sep)
+        begin, end = (_prefix_len(prompt[:cut], ids, tokenizer, where) for cut in (answer_start, answer_end))
+        labels[begin:end] = ids[begin:end]
+        pos = answer_end
     return TokenizedSample(ids, labels)
+
+
+def _prefix_len(prefix: str, ids: list[int], tokenizer: Any, where: str) -> int:
+    prefix_ids = tokenize_prompt(prefix, tokenizer)
+    if ids[: len(prefix_ids)] != prefix_ids:
+        raise TokenizationError(
+            f"{where}: the prompt's tokens do not start with those of the prompt up to {prefix[-30:]!r}: "
+            f"{_show(tokenizer, prefix_ids[-6:])} vs {_show(tokenizer, ids[len(prefix_ids) - 6 : len(prefix_ids)])}; "
+            "this tokenizer merges across the template's boundaries (train.label_masks: original does not need them)"
+        )
+    return len(prefix_ids)
 
 
 def _show(tokenizer: Any, ids: Sequence[int], limit: int = 12) -> str:

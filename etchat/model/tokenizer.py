@@ -1,4 +1,13 @@
-"""LLM tokenizers: a local byte-level BPE for the demo (no hub), and adding `<vid>` to a real one.
+"""LLM tokenizers: loading one as the original did, checking it, adding `<vid>`, and the demo's own.
+
+`load_tokenizer` is the one way a tokenizer directory is loaded (a Phi-3 directory for stage 1, a checkpoint's for
+later stages and inference). The original loaded every training tokenizer with `add_prefix_space=False,
+legacy=False` (transformers 4.44 then converts Phi-3's SentencePiece model into a fast tokenizer that never puts
+`▁` before a text); transformers 5 honours the two flags directly, and with them gives the original's token ids
+on Phi-3's files and on the files the original saved into its checkpoints (tests/test_tokenizer_fidelity.py).
+Without them, transformers 5 prepends `▁` to every `<image>`-separated chunk of a Phi-3 prompt.
+`check_tokenizer` refuses a tokenizer that would silently feed the model other ids: one that splits a chat token
+or `<vid>`, or prepends `▁` to a text.
 
 The demo tokenizer behaves like Phi-3's where the pipeline depends on it: it prepends `<s>` (bos) to every
 encoded text and adds no eos, it keeps Phi-3's chat tokens as single special tokens, and pads with
@@ -16,9 +25,67 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from etchat.errors import UserFacingError
+
 from .constants import MATCH_TOKEN, PHI3_CHAT_TOKENS
 
 logger = logging.getLogger(__name__)
+
+# What the original passed to every AutoTokenizer.from_pretrained of training (inference passed none; the
+# checkpoints' saved tokenizer_config.json holds the same two flags).
+ORIGINAL_LOAD_ARGS: dict[str, Any] = {"add_prefix_space": False, "legacy": False}
+# Where the pieces of a tokenizer mark a leading space: SentencePiece's "▁", byte-level BPE's "Ġ".
+SPACE_MARKS = ("\u2581", "\u0120")
+
+
+class TokenizerError(UserFacingError, ValueError):
+    """A tokenizer would give the model other token ids than the original's (a split special token, a prefix space)."""
+
+
+def load_tokenizer(path: str | Path, match_token: bool = False) -> Any:
+    """The tokenizer of `path` loaded as the original loaded it, checked by `check_tokenizer`.
+
+    No pad token falls back to eos (as the original). `match_token`: `<vid>` must be there (a stage-3 checkpoint).
+    """
+    tokenizer = AutoTokenizer.from_pretrained(path, **ORIGINAL_LOAD_ARGS)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    check_tokenizer(tokenizer, path, match_token=match_token)
+    return tokenizer
+
+
+def check_tokenizer(tokenizer: Any, where: str | Path, match_token: bool = False) -> None:
+    """Raise `TokenizerError` unless every chat token (and `<vid>` when `match_token`) is one token, also next to
+    text, and a text chunk gets no leading `▁` (the original's prompts begin chunks without one)."""
+    tokens = [*PHI3_CHAT_TOKENS] + ([MATCH_TOKEN] if match_token else [])
+    for token in tokens:
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        for text in (token, f"at{token}3.", f"\n{token}\n"):
+            ids = tokenizer(text, add_special_tokens=False).input_ids
+            if token_id is None or token_id == tokenizer.unk_token_id or ids.count(token_id) != 1:
+                pieces = tokenizer.convert_ids_to_tokens(ids)
+                raise TokenizerError(
+                    f"{where}: the tokenizer does not keep {token} as one token ({text!r} -> {pieces}); E.T. Chat's "
+                    f"prompts need it as a single special token. Use the model's own tokenizer files (the Phi-3 "
+                    f"directory, or the checkpoint's){'; stage 3 adds <vid> itself' if token == MATCH_TOKEN else ''}."
+                )
+    pieces = tokenizer.convert_ids_to_tokens(tokenizer("Hello", add_special_tokens=False).input_ids)
+    if pieces and pieces[0].startswith(SPACE_MARKS):
+        raise TokenizerError(
+            f"{where}: the tokenizer puts a space before every text ('Hello' -> {pieces}); the original never does "
+            "(it loads tokenizers with add_prefix_space=False, legacy=False), so every <image>-separated chunk of a "
+            'prompt would get other ids than the model was trained on. Set "add_prefix_space": false and '
+            '"legacy": false in tokenizer_config.json, or use the checkpoint\'s own tokenizer files.'
+        )
+    logger.info(
+        "tokenizer %s: %d tokens, %s<s> on every text", where, len(tokenizer), "" if _adds_bos(tokenizer) else "no "
+    )
+
+
+def _adds_bos(tokenizer: Any) -> bool:
+    ids = tokenizer("a").input_ids
+    return bool(ids) and tokenizer.bos_token_id is not None and ids[0] == tokenizer.bos_token_id
+
 
 DEMO_SPECIAL_TOKENS: tuple[str, ...] = ("<unk>", "<s>", "</s>", "<|endoftext|>", *PHI3_CHAT_TOKENS, MATCH_TOKEN)
 

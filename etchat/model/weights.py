@@ -256,11 +256,10 @@ def load_checkpoint(
         model.to(device)
     tokenizer = None
     if load_tokenizer and any((path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
-        from transformers import AutoTokenizer
-
+        from .tokenizer import load_tokenizer as load_checked_tokenizer
         from .tokenizer import match_token_id
 
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = load_checked_tokenizer(path, match_token=bool(config.use_matching))
         if config.use_matching and match_token_id(tokenizer) != config.match_token_id:
             raise CheckpointError(
                 f"{path}: tokenizer has <vid> = {match_token_id(tokenizer)} but config.match_token_id = "

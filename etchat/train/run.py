@@ -85,6 +85,7 @@ class TrainSettings:
     dataloader_workers: int = 4
     cache_frames: bool = False
     max_skip_fraction: float = 0.01
+    label_masks: str = "original"
 
     @classmethod
     def from_config(cls, train: dict[str, Any]) -> TrainSettings:
@@ -143,11 +144,10 @@ def load_start(
     """The model and tokenizer a stage starts from, with the stage's config fields (spec §4.4)."""
     from etchat.model import add_match_token, build_from_base, load_checkpoint, phi3_mini_config
     from etchat.model.presets import stage_fields
+    from etchat.model.tokenizer import check_tokenizer, load_tokenizer
 
     attn = settings.attn_implementation
     if stage == 1 and model_settings.get("init") == "base":
-        from transformers import AutoTokenizer
-
         llm = Path(model_settings["llm_dir"])
         config = phi3_mini_config(stage=1, model_name_or_path=str(llm))
         model = build_from_base(
@@ -158,7 +158,7 @@ def load_start(
             dtype=torch.float32,
             attn_implementation=attn,
         )
-        tokenizer = AutoTokenizer.from_pretrained(llm, model_max_length=settings.model_max_length)
+        tokenizer = load_tokenizer(llm)
     else:
         if init is None:
             raise ConfigError(f"stage {stage} needs --init, the checkpoint directory it starts from")
@@ -167,10 +167,9 @@ def load_start(
         tokenizer = None
         if use_matching:
             # Stage 3 adds <vid> (Phi-3's tokenizer has none), so the config takes its id before the weights load.
-            from transformers import AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(init)
+            tokenizer = load_tokenizer(init)
             overrides["match_token_id"] = add_match_token(tokenizer)
+            check_tokenizer(tokenizer, init, match_token=True)
             allow_missing = ("frm_head.", "vid_head.")
         # fp32 weights in memory whatever the file holds: DeepSpeed fp16/bf16 keeps fp32 masters (as the original,
         # which loads in fp32 and lets DeepSpeed cast).
@@ -315,6 +314,7 @@ def run(args: argparse.Namespace) -> int:
         vision_processor=model.config.vision_processor,
         seed=settings.seed,
         cache_frames=settings.cache_frames,
+        label_masks=settings.label_masks,
     )
     media = MediaSource.from_manifest(args.manifest, args.video_root, args.image_root)
     prepared = prepare_dataset(records, data_settings, media, tokenizer, hyper.holdout_fraction)
@@ -425,6 +425,7 @@ def run(args: argparse.Namespace) -> int:
                 "heldout": len(prepared.heldout),
                 "filtered": prepared.num_filtered,
                 "skipped": prepared.num_skipped + len({r.index for r in runtime_skips if r.kind == "skipped"}),
+                "label_mask_mismatches": prepared.num_label_mismatches,
             },
             "loss_first": rows[0]["loss"] if rows else None,
             "loss_last": rows[-1]["loss"] if rows else None,
