@@ -33,16 +33,26 @@ FIXTURES = REPO / "tests" / "fixtures" / "phi3_tokenizer"
 REFERENCE = json.loads((FIXTURES / "reference.json").read_text(encoding="utf-8"))
 REVISIONS = tuple(REFERENCE["revisions"])
 PATHS = [(revision, "paper") for revision in REVISIONS] + [("2024-04", "released")]
+ETCHAT_CONFIG = {"model_type": "etchat_phi3", "architectures": ["ETChatPhi3ForCausalLM"]}  # a checkpoint's
 
 
-def _phi3_files():
-    spec = importlib.util.spec_from_file_location("phi3_files", REPO / "scripts/tokenizer_reference/phi3_files.py")
+def _script(name: str, path: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-phi3_files = _phi3_files()
+phi3_files = _script("phi3_files", "scripts/tokenizer_reference/phi3_files.py")
+standins = _script("standins", "scripts/standins.py")
+
+
+def _with_model_config(folder: Path, config: dict) -> Path:
+    """A model's config.json beside the tokenizer files, as in a real directory: transformers 5 chooses the tokenizer
+    class by the model type when config.json is there."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
 
 
 def _digests(folder: Path) -> dict[str, str]:
@@ -52,7 +62,8 @@ def _digests(folder: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def phi3_dirs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("phi3")
-    return {rev: phi3_files.write_phi3_tokenizer(root / rev / "Phi-3-mini-4k-instruct", rev) for rev in REVISIONS}
+    out = {rev: phi3_files.write_phi3_tokenizer(root / rev / "Phi-3-mini-4k-instruct", rev) for rev in REVISIONS}
+    return {rev: _with_model_config(folder, standins.PHI3_CONFIG) for rev, folder in out.items()}
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +78,7 @@ def released(tmp_path_factory, phi3_dirs) -> dict[str, Path]:
         shutil.copytree(FIXTURES / f"checkpoint-{stage}", folder, ignore=shutil.ignore_patterns("*.gz", "PROV*"))
         (folder / "tokenizer.json").write_text(json.dumps(tokenizer_json, indent=2, ensure_ascii=False) + "\n")
         shutil.copy2(phi3_dirs["2024-04"] / "tokenizer.model", folder / "tokenizer.model")
-        out[stage] = folder
+        out[stage] = _with_model_config(folder, ETCHAT_CONFIG)
     return out
 
 
@@ -79,9 +90,9 @@ def tokenizers(tmp_path_factory, phi3_dirs, released) -> dict[tuple[str, str], d
     for revision, path in PATHS:
         if path == "paper":
             stage1 = load_tokenizer(phi3_dirs[revision])
-            stage1.save_pretrained(root / revision / "stage1")
+            stage1.save_pretrained(_with_model_config(root / revision / "stage1", ETCHAT_CONFIG))
             stage2 = load_tokenizer(root / revision / "stage1")
-            stage2.save_pretrained(root / revision / "stage2")
+            stage2.save_pretrained(_with_model_config(root / revision / "stage2", ETCHAT_CONFIG))
             stage2_dir = root / revision / "stage2"
         else:
             stage1, stage2, stage2_dir = None, load_tokenizer(released["stage2"]), released["stage2"]
@@ -89,7 +100,7 @@ def tokenizers(tmp_path_factory, phi3_dirs, released) -> dict[tuple[str, str], d
         add_match_token(stage3)
         check_tokenizer(stage3, stage2_dir, match_token=True)
         if path == "paper":
-            stage3.save_pretrained(root / revision / "stage3")
+            stage3.save_pretrained(_with_model_config(root / revision / "stage3", ETCHAT_CONFIG))
             inference = load_tokenizer(root / revision / "stage3", match_token=True)
         else:
             inference = load_tokenizer(released["stage3"], match_token=True)
@@ -118,14 +129,15 @@ def _supervised(labels: list[int]) -> list[list[int]]:
 def test_phi3_directories_are_the_references(phi3_dirs):
     """The Phi-3 tokenizer directories built here are byte for byte those the reference was recorded on."""
     for revision in REVISIONS:
-        assert _digests(phi3_dirs[revision]) == REFERENCE["revisions"][revision]["phi3_files"]
+        digests = {k: v for k, v in _digests(phi3_dirs[revision]).items() if k != "config.json"}
+        assert digests == REFERENCE["revisions"][revision]["phi3_files"]
     assert phi3_files.llama2_digest() == REFERENCE["vocabulary"]["member_sha256"]
 
 
 def test_released_checkpoint_files_are_the_originals(released):
     expected = REFERENCE["revisions"]["2024-04"]
     for stage in ("stage2", "stage3"):
-        got = {k: v for k, v in _digests(released[stage]).items() if k != "tokenizer.json"}
+        got = {k: v for k, v in _digests(released[stage]).items() if k not in ("tokenizer.json", "config.json")}
         want = {k: v for k, v in expected[f"checkpoint_{stage}_files"].items() if k != "tokenizer.json"}
         assert got == want
     # tokenizer.json is rewritten from the fixture's JSON: compare contents, not bytes

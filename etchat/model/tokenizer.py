@@ -16,6 +16,7 @@ encoded text and adds no eos, it keeps Phi-3's chat tokens as single special tok
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -45,13 +46,25 @@ class TokenizerError(UserFacingError, ValueError):
 def load_tokenizer(path: str | Path, match_token: bool = False) -> Any:
     """The tokenizer of `path` loaded as the original loaded it, checked by `check_tokenizer`.
 
-    No pad token falls back to eos (as the original). `match_token`: `<vid>` must be there (a stage-3 checkpoint).
+    The class is the one `tokenizer_config.json` names (Phi-3's: LlamaTokenizer), as transformers 4.44 chose it:
+    transformers 5's AutoTokenizer goes by `config.json`'s model type first, and for `phi3` takes a generic class
+    that reads `tokenizer.json` as it is and ignores the two flags (a `▁` before every text). No pad token falls
+    back to eos (as the original). `match_token`: `<vid>` must be there (a stage-3 checkpoint).
     """
-    tokenizer = AutoTokenizer.from_pretrained(path, **ORIGINAL_LOAD_ARGS)
+    tokenizer = _tokenizer_class(Path(path)).from_pretrained(path, **ORIGINAL_LOAD_ARGS)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     check_tokenizer(tokenizer, path, match_token=match_token)
     return tokenizer
+
+
+def _tokenizer_class(path: Path) -> Any:
+    from transformers.models.auto.tokenization_auto import tokenizer_class_from_name
+
+    config = path / "tokenizer_config.json"
+    name = json.loads(config.read_text(encoding="utf-8")).get("tokenizer_class") if config.is_file() else None
+    cls = tokenizer_class_from_name(name) if name else None
+    return cls or AutoTokenizer
 
 
 def check_tokenizer(tokenizer: Any, where: str | Path, match_token: bool = False) -> None:

@@ -277,24 +277,63 @@ def save_checkpoint(
 ) -> Path:
     """Write a checkpoint directory interchangeable with the released ones.
 
-    `dtype` (default float16, as released) casts floating tensors for saving only: the model passed in is not
-    modified. `load_base_models` is written as False (the weights are in the directory), as the original does.
+    `dtype` (default float16, as released) casts floating tensors for saving only, one shard at a time: the model
+    passed in is not modified and memory grows by one shard, not by a copy of the model. `load_base_models` is
+    written as False (the weights are in the directory), as the original does.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = model.state_dict()
-    if dtype is not None:
-        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-    model.save_pretrained(out, state_dict=state, max_shard_size=max_shard_size)
-    # Rewrite config.json: the weights are in the directory now (load_base_models False, as the original writes),
-    # and their dtype is the saved one (save_pretrained records the in-memory model's dtype).
+    if getattr(model.config, "tie_word_embeddings", False):
+        state.pop("lm_head.weight", None)  # tied: the loader ties it again (safetensors refuses shared tensors)
+    write_weight_shards(state, out, dtype, max_shard_size)
+    # config.json: the weights are in the directory now (load_base_models False, as the original writes), and their
+    # dtype is the saved one.
     config = copy.deepcopy(model.config)
     config.load_base_models = False
     config.architectures = [type(model).__name__]
-    if dtype is not None:
-        config.dtype = dtype
+    config.dtype = dtype if dtype is not None else model.dtype
     config.save_pretrained(out)
+    if getattr(model, "generation_config", None) is not None and model.can_generate():
+        model.generation_config.save_pretrained(out)
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
     logger.info("saved E.T. Chat checkpoint to %s", out)
     return out
+
+
+def weight_shard_plan(state: Mapping[str, torch.Tensor], dtype: torch.dtype | None, max_shard_size: str | int) -> Any:
+    """Which tensor goes into which `model*.safetensors` (a huggingface_hub `StateDictSplit`), sized in `dtype`."""
+    from huggingface_hub import split_torch_state_dict_into_shards
+
+    plan = {k: torch.empty(v.shape, dtype=_saved_dtype(v, dtype), device="meta") for k, v in state.items()}
+    return split_torch_state_dict_into_shards(plan, filename_pattern="model{suffix}.safetensors",
+                                              max_shard_size=max_shard_size)  # fmt: skip
+
+
+def _saved_dtype(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.dtype:
+    return dtype if dtype is not None and tensor.is_floating_point() else tensor.dtype
+
+
+def write_weight_shards(
+    state: Mapping[str, torch.Tensor], out: Path, dtype: torch.dtype | None, max_shard_size: str | int
+) -> None:
+    """`model*.safetensors` (+ `model.safetensors.index.json` when several) in the released checkpoints' layout.
+
+    The shards are cut in the state dict's order, as transformers 4.44 cut the released ones (huggingface_hub's
+    splitter on the model's order; transformers 5's save_pretrained orders keys by name first, which puts other
+    tensors into each shard), and each shard is cast to `dtype` only while it is written.
+    """
+    from safetensors.torch import save_file
+
+    split = weight_shard_plan(state, dtype, max_shard_size)
+    for stale in [*out.glob("model*.safetensors"), out / "model.safetensors.index.json"]:
+        if stale.is_file() and stale.name not in split.filename_to_tensors:
+            stale.unlink()
+    for filename, keys in split.filename_to_tensors.items():
+        shard = {k: state[k].detach().to("cpu", _saved_dtype(state[k], dtype)).contiguous() for k in keys}
+        save_file(shard, str(out / filename), metadata={"format": "pt"})
+        del shard
+    if split.is_sharded:
+        index = {"metadata": split.metadata, "weight_map": split.tensor_to_filename}
+        (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")

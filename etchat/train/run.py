@@ -139,9 +139,17 @@ def deepspeed_config(path: str | Path | None, max_grad_norm: float) -> dict[str,
 
 # ---------------------------------------------------------------------------------------------- model loading
 def load_start(
-    stage: int, init: str | None, model_settings: dict[str, Any], settings: TrainSettings, use_matching: bool
+    stage: int,
+    init: str | None,
+    model_settings: dict[str, Any],
+    settings: TrainSettings,
+    use_matching: bool,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[Any, Any]:
-    """The model and tokenizer a stage starts from, with the stage's config fields (spec §4.4)."""
+    """The model and tokenizer a stage starts from, with the stage's config fields (spec §4.4).
+
+    `dtype`: float32 for training (DeepSpeed keeps fp32 masters, as the original, which loads in fp32 and lets
+    DeepSpeed cast); bench/bench_fullsize.py loads bf16 to fit the full-size model into a CPU machine's memory."""
     from etchat.model import add_match_token, build_from_base, load_checkpoint, phi3_mini_config
     from etchat.model.presets import stage_fields
     from etchat.model.tokenizer import check_tokenizer, load_tokenizer
@@ -155,7 +163,7 @@ def load_start(
             config,
             model_settings["eva_vit"],
             model_settings["qformer"],
-            dtype=torch.float32,
+            dtype=dtype,
             attn_implementation=attn,
         )
         tokenizer = load_tokenizer(llm)
@@ -171,11 +179,9 @@ def load_start(
             overrides["match_token_id"] = add_match_token(tokenizer)
             check_tokenizer(tokenizer, init, match_token=True)
             allow_missing = ("frm_head.", "vid_head.")
-        # fp32 weights in memory whatever the file holds: DeepSpeed fp16/bf16 keeps fp32 masters (as the original,
-        # which loads in fp32 and lets DeepSpeed cast).
         model, loaded = load_checkpoint(
             init,
-            dtype=torch.float32,
+            dtype=dtype,
             attn_implementation=attn,
             config_overrides=overrides,
             allow_missing=allow_missing,
