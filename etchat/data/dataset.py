@@ -31,11 +31,11 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from etchat.data.conversation import ConversationError, build_conversation, first_answer_words
-from etchat.data.tokenization import tokenize_conversation
+from etchat.data.conversation import Conversation, ConversationError, build_conversation, first_answer_words
+from etchat.data.tokenization import prompt_length_bound, prompt_lengths, tokenize_conversation
 from etchat.errors import DataError
 from etchat.io import write_text_atomic
-from etchat.model.constants import IMAGE_TOKEN_INDEX, MATCH_TOKEN
+from etchat.model.constants import IMAGE_TOKEN, MATCH_TOKEN
 from etchat.video.sampling import read_video
 from etchat.video.transforms import get_transform, load_image
 
@@ -109,7 +109,6 @@ class Item:
     modality: str  # "video", "image" or "text"
     words: int  # words of the whole conversation (the modality sampler's length)
     duration: float | None
-    label_mismatch: bool = False  # the original's label arithmetic does not add up for it (label_masks: original)
 
 
 @dataclass
@@ -182,6 +181,8 @@ class TrainingDataset(Dataset):
         tokens = tokenize_conversation(
             conversation, self.tokenizer, _where(record, item.index), self.settings.label_masks
         )
+        if not tokens.num_supervised:
+            return SkippedSample(_skip_row(record, item.index, "skipped", "train", "no supervised token"))
         sample: dict[str, Any] = {
             "index": item.index,
             "input_ids": torch.tensor(tokens.input_ids, dtype=torch.long),
@@ -247,12 +248,13 @@ def holdout_video(video: str, fraction: float, seed: int) -> bool:
 
 
 def check_record(
-    record: dict, index: int, settings: DataSettings, media: MediaSource, tokenizer
-) -> tuple[Item | None, SkipRow | None]:
-    """An `Item` for a usable record, or the `SkipRow` saying why it is left out."""
+    record: dict, index: int, settings: DataSettings, media: MediaSource
+) -> tuple[Item | None, SkipRow | None, Conversation | None]:
+    """An `Item` and its conversation for a record that passes every check short of tokenizing, or the `SkipRow`
+    saying why it is left out. `prepare_dataset` then checks the prompts' lengths in one batch."""
 
-    def row(kind: str, reason: str) -> tuple[None, SkipRow]:
-        return None, _skip_row(record, index, kind, "prepare", reason)
+    def row(kind: str, reason: str) -> tuple[None, SkipRow, None]:
+        return None, _skip_row(record, index, kind, "prepare", reason), None
 
     try:
         modality, rel = media_of(record)
@@ -287,31 +289,26 @@ def check_record(
         conversation = build_conversation(record, s.template, modality != "text", s.seed, index)
     except ConversationError as err:
         return row("skipped", f"broken conversation: {err}")
-    tokens = tokenize_conversation(conversation, tokenizer, _where(record, index), s.label_masks)
-    if len(tokens.input_ids) > s.model_max_length:
-        return row("skipped", f"too long: {len(tokens.input_ids)} text tokens > model_max_length {s.model_max_length}")
-    if not tokens.num_supervised:
-        return row("skipped", "no supervised token")
     if s.use_matching:
-        problem = _vid_problem(record, tokens.input_ids, tokenizer)
+        problem = _vid_problem(record, conversation.prompt)
         if problem:
             return row("skipped", problem)
     all_words = sum(len(str(t.get("value", "")).split()) for t in record["conversations"])
-    return Item(index, modality, all_words, duration, tokens.mismatch), None
+    return Item(index, modality, all_words, duration), None, conversation
 
 
-def _vid_problem(record: dict, ids: list[int], tokenizer) -> str | None:
-    vid = tokenizer.convert_tokens_to_ids(MATCH_TOKEN)
+def _vid_problem(record: dict, prompt: str) -> str | None:
+    """`<vid>` counted in the prompt's text: the tokenizer check (`check_tokenizer`) makes each one a single token."""
     times = []
     for key in ("src", "tgt"):
         value = record.get(key) or []
         if not isinstance(value, list) or not all(isinstance(t, int | float) and math.isfinite(t) for t in value):
             return f"{key} must be a list of seconds"
         times += value
-    count = sum(1 for t in ids if t == vid)
+    count = prompt.count(MATCH_TOKEN)
     if count != len(times):
         return f"{count} {MATCH_TOKEN} tokens but {len(times)} timestamps in src + tgt"
-    if times and IMAGE_TOKEN_INDEX not in ids:
+    if times and IMAGE_TOKEN not in prompt:
         return "timestamps without a video"
     return None
 
@@ -322,6 +319,8 @@ class PreparedData:
     skipped: list[SkipRow]
     heldout: list[int]  # record indices kept out of training (evaluation split)
     total: int
+    labels_checked: int = 0  # usable records whose labels were computed at start-up (LABEL_SAMPLE)
+    label_mismatches: int = 0  # of those, records the original's label arithmetic does not add up for
 
     @property
     def num_skipped(self) -> int:
@@ -331,9 +330,11 @@ class PreparedData:
     def num_filtered(self) -> int:
         return sum(r.kind == "filtered" for r in self.skipped)
 
-    @property
-    def num_label_mismatches(self) -> int:
-        return sum(item.label_mismatch for item in self.dataset.items)
+
+
+# Usable records whose labels are computed at start-up: a template or tokenizer problem stops the run there, and
+# the share the original's label arithmetic does not add up for is reported. The rest are labelled when loaded.
+LABEL_SAMPLE = 1000
 
 
 def prepare_dataset(
@@ -343,8 +344,13 @@ def prepare_dataset(
     tokenizer,
     holdout_fraction: float = 0.0,
 ) -> PreparedData:
-    """Check every record (see the module doc) and build the dataset of the usable ones."""
-    items, skipped, heldout = [], [], []
+    """Check every record (see the module doc) and build the dataset of the usable ones.
+
+    Start-up tokenizes only what it must: the prompts whose byte length could exceed `model_max_length` (in one
+    batch) and the labels of the first LABEL_SAMPLE usable records; every other sample is labelled when it is
+    loaded (`TrainingDataset.__getitem__`)."""
+    candidates: list[tuple[Item, Conversation]] = []
+    skipped, heldout = [], []
     for index, record in enumerate(records):
         if not isinstance(record, dict):
             skipped.append(SkipRow(index, f"#{index}", "", "skipped", "prepare", "record is not a JSON object"))
@@ -353,13 +359,35 @@ def prepare_dataset(
         if isinstance(video, str) and holdout_video(video, holdout_fraction, settings.seed):
             heldout.append(index)
             continue
-        item, row = check_record(record, index, settings, media, tokenizer)
+        item, row, conversation = check_record(record, index, settings, media)
         if item is not None:
-            items.append(item)
+            candidates.append((item, conversation))
         else:
             skipped.append(row)
+    # Only prompts that might pass model_max_length are tokenized (most are far shorter than their byte bound).
+    limit = settings.model_max_length
+    long = [(item, c) for item, c in candidates if prompt_length_bound(c.prompt) > limit]
+    too_long = {
+        item.index: length
+        for (item, _), length in zip(long, prompt_lengths([c.prompt for _, c in long], tokenizer), strict=True)
+        if length > limit
+    }
+    items = []
+    for item, _ in candidates:
+        if item.index in too_long:
+            reason = f"too long: {too_long[item.index]} text tokens > model_max_length {limit}"
+            skipped.append(_skip_row(records[item.index], item.index, "skipped", "prepare", reason))
+        else:
+            items.append(item)
+    skipped.sort(key=lambda r: r.index)
     total = len(records) - len(heldout)
     prepared = PreparedData(TrainingDataset(records, items, settings, media, tokenizer), skipped, heldout, total)
+    by_index = {item.index: c for item, c in candidates}
+    for item in items[:LABEL_SAMPLE]:
+        record = records[item.index]
+        tokens = tokenize_conversation(by_index[item.index], tokenizer, _where(record, item.index), settings.label_masks)
+        prepared.labels_checked += 1
+        prepared.label_mismatches += tokens.mismatch
     log.info(
         "%d records: %d usable, %d filtered (spec §3.1), %d skipped, %d held out",
         len(records),
@@ -368,14 +396,14 @@ def prepare_dataset(
         prepared.num_skipped,
         len(heldout),
     )
-    if prepared.num_label_mismatches:
+    if prepared.label_mismatches:
         log.warning(
-            "%d of %d usable records are masked as the original masked them although its round arithmetic does not "
-            "add up for them (it warned 'Tokenization mismatch'; e.g. conversations of several rounds with Phi-3's "
-            "tokenizer): some answer tokens of their later rounds are not supervised. train.label_masks: exact masks "
-            "every round at its true boundaries.",
-            prepared.num_label_mismatches,
-            len(items),
+            "%d of the first %d usable records are masked as the original masked them although its round arithmetic "
+            "does not add up for them (it warned 'Tokenization mismatch'; e.g. conversations of several rounds with "
+            "Phi-3's tokenizer): some answer tokens of their later rounds are not supervised. train.label_masks: "
+            "exact masks every round at its true boundaries.",
+            prepared.label_mismatches,
+            prepared.labels_checked,
         )
     return prepared
 

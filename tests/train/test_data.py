@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
+import random
 import re
 from pathlib import Path
 
@@ -21,7 +23,13 @@ from etchat.data.dataset import (
     read_skipped,
     write_skipped,
 )
-from etchat.data.tokenization import TokenizationError, tokenize_conversation, tokenize_prompt
+from etchat.data.tokenization import (
+    TokenizationError,
+    prompt_length_bound,
+    prompt_lengths,
+    tokenize_conversation,
+    tokenize_prompt,
+)
 from etchat.errors import DataError
 from etchat.model.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 
@@ -165,6 +173,45 @@ def test_messages_are_stripped_and_empty_turns_refused():
     assert conv.queries == ["When?"]
     with pytest.raises(ConversationError, match="an empty gpt turn"):
         build_conversation(chat("<image>\nWhen?", "  \n"), "phi3", has_media=True)
+
+
+def _random_texts(seed: int, count: int) -> list[str]:
+    rng = random.Random(seed)
+    alphabet = [*"abc xyz\n\t", "  ", "é", "東", "🚀", "ß", "\u200b", "<vid>", "<image>", "<|end|>", "<|user|>", "<s>"]
+    return ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60))) for _ in range(count)]
+
+
+def _phi3_tokenizer(folder):
+    from helpers import REPO
+
+    from etchat.model.tokenizer import load_tokenizer
+
+    spec = importlib.util.spec_from_file_location("phi3_files", REPO / "scripts/tokenizer_reference/phi3_files.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return load_tokenizer(module.write_phi3_tokenizer(folder))
+
+
+@pytest.mark.parametrize("which", ["demo", "phi3"])
+def test_start_up_lengths_equal_the_tokenized_prompts_and_the_byte_bound_holds(tokenizer, tmp_path, which):
+    """prepare_dataset tokenizes only prompts whose byte bound passes model_max_length, in one batch: the batch
+    gives tokenize_prompt's lengths, and the bound is never below them (random text with emoji, CJK, tokens)."""
+    tok = tokenizer if which == "demo" else _phi3_tokenizer(tmp_path / "phi3")
+    texts = _random_texts(1, 2000)
+    lengths = prompt_lengths(texts, tok, batch=97)
+    assert lengths == [len(tokenize_prompt(t, tok)) for t in texts]
+    assert all(n <= prompt_length_bound(t) for n, t in zip(lengths, texts, strict=True))
+
+
+def test_start_up_labels_a_sample_and_counts_the_original_mismatches(tokenizer, stage3_files, tmp_path):
+    records, media = stage3_files
+    prepared = prepare_dataset(records, SETTINGS, media, tokenizer)
+    assert prepared.labels_checked == 3 and prepared.label_mismatches == 0
+    rstrip = RewritingTokenizer(tokenizer, lambda text: text.replace("<|end|>\n", "<|end|>"))
+    (tmp_path / "x.png").touch()
+    two_rounds = [chat(*TWO_ROUNDS, image="x.png")] * 3
+    prepared = prepare_dataset(two_rounds, DataSettings(template="phi3"), MediaSource(image_root=tmp_path), rstrip)
+    assert prepared.labels_checked == 3 and prepared.label_mismatches == 3
 
 
 # ---------------------------------------------------------------------------------------------- skipped records
