@@ -51,3 +51,15 @@ def test_frame_throughput_quick(tmp_path):
     figures = json.loads(out.read_text())
     assert figures["frames"] == 20  # 20 s at 1 fps
     assert figures["frames_per_s_per_core"] > 0 and figures["workers_needed_per_gpu"] >= 1
+
+
+def test_data_path_at_one_percent_of_the_real_counts(tmp_path):
+    out = tmp_path / "datapath.json"
+    run([sys.executable, str(REPO / "bench/bench_datapath.py"), "--work", str(tmp_path / "w"), "--scale", "0.01",
+         "--json", str(out)])  # fmt: skip
+    figures = json.loads(out.read_text())
+    assert figures["stage2"]["validate"]["records"] == 7632 and figures["stage2"]["validate"]["invalid"] == 0
+    assert figures["etbench"]["validate"]["invalid"] == 0
+    for stage in ("stage1", "stage2", "stage3"):
+        startup = figures[stage]["startup"]
+        assert startup["usable"] == startup["records"] > 0, stage  # every synthetic record is usable
