@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 
 import pytest
-from helpers import REPO
+from helpers import REPO, load_script
 from transformers import AutoTokenizer
 
 from etchat.data.conversation import build_conversation
@@ -36,15 +35,8 @@ PATHS = [(revision, "paper") for revision in REVISIONS] + [("2024-04", "released
 ETCHAT_CONFIG = {"model_type": "etchat_phi3", "architectures": ["ETChatPhi3ForCausalLM"]}  # a checkpoint's
 
 
-def _script(name: str, path: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-phi3_files = _script("phi3_files", "scripts/tokenizer_reference/phi3_files.py")
-standins = _script("standins", "scripts/standins.py")
+phi3_files = load_script("scripts/tokenizer_reference/phi3_files.py")
+standins = load_script("scripts/standins.py")
 
 
 def _with_model_config(folder: Path, config: dict) -> Path:

@@ -3,24 +3,15 @@ stage-1 loader takes them with every key accounted for."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import torch
-from helpers import REPO
+from helpers import load_script
 from safetensors import safe_open
 
 from etchat.model import build_from_base, original_tiny_config, phi3_mini_config
 
-
-def _standins():
-    spec = importlib.util.spec_from_file_location("standins", REPO / "scripts" / "standins.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-standins = _standins()
+standins = load_script("scripts/standins.py")
 
 
 def _model_keys(layout: dict, prefix: str) -> dict[str, list[int]]:

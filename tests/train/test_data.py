@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import random
 import re
 from pathlib import Path
@@ -182,14 +181,11 @@ def _random_texts(seed: int, count: int) -> list[str]:
 
 
 def _phi3_tokenizer(folder):
-    from helpers import REPO
+    from helpers import load_script
 
     from etchat.model.tokenizer import load_tokenizer
 
-    spec = importlib.util.spec_from_file_location("phi3_files", REPO / "scripts/tokenizer_reference/phi3_files.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return load_tokenizer(module.write_phi3_tokenizer(folder))
+    return load_tokenizer(load_script("scripts/tokenizer_reference/phi3_files.py").write_phi3_tokenizer(folder))
 
 
 @pytest.mark.parametrize("which", ["demo", "phi3"])
