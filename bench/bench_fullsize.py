@@ -217,8 +217,7 @@ def step_train_step(work: Path, size: str, args: argparse.Namespace) -> dict[str
     # LoRA merge at full size, checked on the first layer's qkv_proj: W' = W + (alpha / r) * B @ A.
     layer = model.base_model.model.model.layers[0].self_attn.qkv_proj
     with torch.no_grad():
-        for module in (layer.lora_B["default"],):
-            module.weight.normal_(0, 0.02)  # a trained-looking B (peft initialises it to zero)
+        layer.lora_B["default"].weight.normal_(0, 0.02)  # a trained-looking B (peft initialises it to zero)
         expected = layer.base_layer.weight.float() + layer.scaling["default"] * (
             layer.lora_B["default"].weight.float() @ layer.lora_A["default"].weight.float()
         )

@@ -331,7 +331,6 @@ class PreparedData:
         return sum(r.kind == "filtered" for r in self.skipped)
 
 
-
 # Usable records whose labels are computed at start-up: a template or tokenizer problem stops the run there, and
 # the share the original's label arithmetic does not add up for is reported. The rest are labelled when loaded.
 LABEL_SAMPLE = 1000

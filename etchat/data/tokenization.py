@@ -14,7 +14,8 @@ How the round boundaries are found is `label_masks`:
   `<|end|>` swallows. With Phi-3's first tokenizer files (a BOS on every text) each later round then starts one
   token late, so some answer tokens of later rounds are masked and some question tokens supervised; with the
   July 2024 files (no BOS) the one-token allowance happens to cancel the newline. The original only warned
-  ("Tokenization mismatch") and trained on the masks as computed; so does this default, and counts the records.
+  ("Tokenization mismatch") and trained on the masks as computed; so does this default (`TokenizedSample.mismatch`
+  flags such records; training reports their share at start-up).
 - `exact`: each answer is located in the token stream by tokenizing the prompt up to its assistant header and up
   to its `<|end|>`; exactly those tokens are supervised in every round. A prompt whose tokens do not start with
   the tokens of such a prefix raises `TokenizationError` (a tokenizer that merges across the template's
@@ -52,8 +53,12 @@ class TokenizedSample:
 
 def tokenize_prompt(text: str, tokenizer: Any) -> list[int]:
     """Token ids of `text` with `IMAGE_TOKEN_INDEX` for each `<image>` (LLaVA's arithmetic)."""
-    chunks = [tokenizer(chunk).input_ids for chunk in text.split(IMAGE_TOKEN)]
-    bos = tokenizer.bos_token_id
+    return _join_chunks([tokenizer(chunk).input_ids for chunk in text.split(IMAGE_TOKEN)], tokenizer.bos_token_id)
+
+
+def _join_chunks(chunks: list[list[int]], bos: int | None) -> list[int]:
+    """The ids of `<image>`-separated chunks tokenized on their own: the first chunk's BOS kept, the later chunks'
+    dropped, `IMAGE_TOKEN_INDEX` between chunks."""
     offset = 1 if chunks and chunks[0] and bos is not None and chunks[0][0] == bos else 0
     ids: list[int] = [chunks[0][0]] if offset else []
     for k, chunk in enumerate(chunks):
@@ -83,10 +88,7 @@ def prompt_lengths(texts: Sequence[str], tokenizer: Any, batch: int = 4096) -> l
     for start in range(0, len(texts), batch):
         split = [text.split(IMAGE_TOKEN) for text in texts[start : start + batch]]
         encoded = iter(backend.encode_batch([chunk for chunks in split for chunk in chunks], add_special_tokens=True))
-        for chunks in split:
-            ids = [next(encoded).ids for _ in chunks]
-            offset = 1 if ids[0] and bos is not None and ids[0][0] == bos else 0  # as tokenize_prompt
-            lengths.append(offset + sum(len(c) - offset for c in ids) + len(chunks) - 1)
+        lengths += [len(_join_chunks([next(encoded).ids for _ in chunks], bos)) for chunks in split]
     return lengths
 
 

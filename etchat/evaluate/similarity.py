@@ -102,9 +102,11 @@ class SentenceEmbedder:
                 for i in range(0, len(group), _BUCKET_BATCH):
                     chunk = group[i : i + _BUCKET_BATCH]
                     if self._batches_exact is None and len(chunk) > 1:
-                        self._batches_exact = torch.equal(self._batch(chunk), self._alone(chunk))
+                        emb = self._alone(chunk)
+                        self._batches_exact = torch.equal(self._batch(chunk), emb)
                         log.debug("same-length batches are %sbitwise exact here", "" if self._batches_exact else "not ")
-                    emb = self._batch(chunk) if self._batches_exact else self._alone(chunk)
+                    else:
+                        emb = self._batch(chunk) if self._batches_exact else self._alone(chunk)
                     out.update(zip(chunk, emb, strict=True))
         self.encoded += len(out)
         return out
