@@ -146,7 +146,7 @@ def load_start(
     use_matching: bool,
     dtype: torch.dtype = torch.float32,
 ) -> tuple[Any, Any]:
-    """The model and tokenizer a stage starts from, with the stage's config fields (spec §4.4).
+    """The model and tokenizer a stage starts from, with the stage's config fields.
 
     `dtype`: float32 for training (DeepSpeed keeps fp32 masters, as the original, which loads in fp32 and lets
     DeepSpeed cast); bench/bench_fullsize.py loads bf16 to fit the full-size model into a CPU machine's memory."""
