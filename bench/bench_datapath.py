@@ -138,17 +138,18 @@ def etbench(rng: random.Random, scale: float, media: Path) -> list[dict[str, Any
     records = records[: max(12, int(len(records) * scale))]
     for record in records:
         record.pop("a", None)
-        record["tgt"] = _ordered(record.get("tgt"))  # the scorer's synthetic set jitters some ends below starts
+        # The scorer's synthetic set jitters some ends below starts, and past the video's end.
+        record["tgt"] = _ordered(record.get("tgt"), record["duration"])
         record["q"] = _text(rng, 8, 25) + "".join(" <vid>" for _ in record.get("src", [])) + "?"
     _touch(media / "videos", {r["video"] for r in records})
     return records
 
 
-def _ordered(value: Any) -> Any:
-    """Spans with start <= end, at any nesting depth."""
+def _ordered(value: Any, duration: float) -> Any:
+    """Spans with 0 <= start <= end <= duration, at any nesting depth."""
     if isinstance(value, list) and len(value) == 2 and all(isinstance(v, int | float) for v in value):
-        return sorted(value)
-    return [_ordered(v) for v in value] if isinstance(value, list) else value
+        return sorted(min(max(v, 0), duration) for v in value)
+    return [_ordered(v, duration) for v in value] if isinstance(value, list) else value
 
 
 FILES = {
@@ -192,7 +193,7 @@ start = time.perf_counter()
 result = validate_file(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4])
 seconds = round(time.perf_counter() - start, 1)
 peak = peak_gib()
-print(json.dumps({"records": len(result.records), "invalid": result.n_invalid, "seconds": seconds,
+print(json.dumps({"records": result.records, "invalid": result.n_invalid, "seconds": seconds,
                   "peak_rss_gib": peak}))
 """
 )
@@ -206,7 +207,7 @@ from pathlib import Path
 torch.set_num_threads(1)
 from etchat.data.collate import modality_grouped_indices
 from etchat.data.dataset import DataSettings, MediaSource, prepare_dataset
-from etchat.io import read_json
+from etchat.data.records import read_records
 from etchat.model.tokenizer import add_match_token, load_tokenizer
 path, template, matching = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
 media, tokenizer_dir = Path(sys.argv[4]), sys.argv[5]
@@ -214,7 +215,7 @@ tokenizer = load_tokenizer(tokenizer_dir)
 if matching:
     add_match_token(tokenizer)
 start = time.perf_counter()
-records = read_json(path)
+records = read_records(path, check_keys=False)  # as `etchat train` reads the checked copy
 read_s = time.perf_counter() - start
 status = {r["video"]: "ok" for r in records if isinstance(r.get("video"), str)}
 settings = DataSettings(template=template, use_matching=matching, max_video_len=350 if template == "phi3" else -1,

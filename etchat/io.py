@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -90,6 +90,26 @@ def write_tsv_atomic(path: str | os.PathLike, header: Iterable, rows: Iterable[I
 
 def write_json_atomic(path: str | os.PathLike, data: Any, indent: int | None = 2) -> None:
     write_text_atomic(path, json.dumps(data, indent=indent, ensure_ascii=False) + "\n")
+
+
+@contextlib.contextmanager
+def json_list_writer(path: str | os.PathLike) -> Iterator[Callable[[Any], None]]:
+    """Yield `add(item)`, which appends an item to a JSON list written atomically to `path` when the block succeeds
+    (the bytes `write_json_atomic(path, items, indent=None)` writes, without holding the items in memory)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            separator = ""
+
+            def add(item: Any) -> None:
+                nonlocal separator
+                f.write(separator + json.dumps(item, ensure_ascii=False))
+                separator = ", "
+
+            f.write("[")
+            yield add
+            f.write("]\n")
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def read_json(path: str | os.PathLike) -> Any:

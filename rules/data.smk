@@ -31,6 +31,7 @@ rule validate_annotations:
         format=lambda wc: ANNOTATIONS[wc.name]["format"],
         roots=annotation_roots,
         on_invalid=config["annotations"]["on_invalid"],
+        max_text_chars=config["annotations"]["max_text_chars"],
     resources:
         **job_resources("validate_annotations"),
     log:
@@ -40,4 +41,4 @@ rule validate_annotations:
     shell:
         "etchat validate {input.annotations} --format {params.format} {params.roots}"
         " --on-invalid {params.on_invalid} --out {output.checked} --report {output.report}"
-        " --dropped {output.dropped} > {log} 2>&1"
+        " --dropped {output.dropped} --max-text-chars {params.max_text_chars} > {log} 2>&1"

@@ -51,10 +51,10 @@ ETBENCH = {
 }
 
 
-def _check(root, fmt, records, name="a.json"):
+def _check(root, fmt, records, name="a.json", keep=None):
     path = root / name
     path.write_text(json.dumps(records))
-    return validate_file(path, fmt, root / "videos", root / "images")
+    return validate_file(path, fmt, root / "videos", root / "images", keep)
 
 
 def _reasons(result):
@@ -90,6 +90,21 @@ def _reasons(result):
         ("etbench_vid", ETBENCH, lambda r: r.update(task="tvg", tgt=[5, 2], src=[], q="When?"), "not a valid span"),
         ("etbench_vid", ETBENCH, lambda r: r.update(task="dvc", tgt=[[1, 2]], g=["a", "b"]), "g has 2 captions"),
         ("etbench_vid", ETBENCH, lambda r: r.update(a=None), "answer a must be a string"),
+        ("etbench_vid", ETBENCH, lambda r: r.update(src=[1.4, 22.0]), "src time 22.0 lies beyond the video's duration"),
+        ("etbench_vid", ETBENCH, lambda r: r.update(task="tvg", tgt=[5, 30], src=[], q="When?"), "ends beyond"),
+        ("etbench_vid", ETBENCH, lambda r: r.update(task="tal", tgt=[[1, 2], [3, 40]], src=[], q="?"), "tgt[1]"),
+        (
+            "etbench_vid",
+            ETBENCH,
+            lambda r: r.update(task="eca", o=[[1, 2]] * 3 + [[3, 40]], p=0),
+            "o[3] [3, 40] ends beyond",
+        ),
+        (
+            "etbench_vid",
+            ETBENCH,
+            lambda r: r.update(version=2.0),
+            "duplicate of record 0: the same task, source and idx",
+        ),
     ],
 )
 def test_bad_records_are_named_with_their_reason(root, fmt, base, mutate, reason):
@@ -99,10 +114,11 @@ def test_bad_records_are_named_with_their_reason(root, fmt, base, mutate, reason
     bad["_root"] = root
     mutate(bad)
     bad.pop("_root")
-    result = _check(root, fmt, [good, bad])
+    valid = []
+    result = _check(root, fmt, [good, bad], keep=valid.append)
     assert [p.index for p in result.problems] and all(p.index == 1 for p in result.problems)
     assert any(reason in r for r in _reasons(result)), _reasons(result)
-    assert result.valid == [good]
+    assert valid == [good] and (result.records, result.valid) == (2, 1)
 
 
 def test_txt_flavour_writes_timestamps_as_text(root):
@@ -131,7 +147,7 @@ def test_charades_lines(root):
     assert "XX.mp4 not found" in result.problems[0].reason and "expected" in result.problems[1].reason
 
 
-def _validate_cli(root, path, fmt, on_invalid):
+def _validate_cli(root, path, fmt, on_invalid, *extra, video_root=True):
     return subprocess.run(
         [
             sys.executable,
@@ -141,8 +157,8 @@ def _validate_cli(root, path, fmt, on_invalid):
             str(path),
             "--format",
             fmt,
-            "--video-root",
-            str(root / "videos"),
+            *extra,
+            *(["--video-root", str(root / "videos")] if video_root else []),
             "--on-invalid",
             on_invalid,
             "--out",
@@ -166,9 +182,13 @@ def test_fail_mode_stops_and_lists_every_bad_record(root):
     assert "30 of 31 records are invalid" in proc.stderr and "record 1 (1)" in proc.stderr
     assert "annotations.on_invalid: drop" in proc.stderr
     assert not (root / "out/checked.json").exists()
-    with open(root / "out/dropped.invalid.tsv") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    assert [int(r["index"]) for r in rows] == list(range(1, 31)) and rows[0]["file"] == str(path)
+    for name in ("dropped.invalid.tsv", "dropped.tsv"):  # --dropped is honoured, and a copy Snakemake keeps
+        with open(root / "out" / name) as f:
+            rows = list(csv.DictReader(f, delimiter="\t"))
+        assert [int(r["index"]) for r in rows] == list(range(1, 31)) and rows[0]["file"] == str(path)
+    for name in ("r.json", "r.invalid.json"):  # the report too
+        report = json.loads((root / "out" / name).read_text())
+        assert (report["records"], report["invalid"]) == (31, 30)
 
 
 def test_drop_mode_keeps_valid_records_and_writes_the_dropped(root):
@@ -187,3 +207,50 @@ def test_malformed_json_names_the_file(root):
     path.write_text("[{")
     proc = _validate_cli(root, path, "llamavid", "fail")
     assert proc.returncode == 2 and "broken.json: not valid JSON" in proc.stderr
+
+
+def test_json_lines_give_the_same_checked_copy_as_a_json_list(root):
+    """The checked copy is streamed out as one JSON list, byte for byte what json.dumps writes, from either form."""
+    records = [LLAMAVID, {**LLAMAVID, "video": "src/missing.mp4"}, {**LLAMAVID, "id": "2 é"}]
+    (root / "a.json").write_text(json.dumps(records, indent=2))
+    (root / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    copies = []
+    for name in ("a.json", "a.jsonl"):
+        proc = _validate_cli(root, root / name, "llamavid", "drop")
+        assert proc.returncode == 0, proc.stderr
+        copies.append((root / "out/checked.json").read_bytes())
+    kept = [records[0], records[2]]
+    assert copies[0] == copies[1] == (json.dumps(kept, ensure_ascii=False) + "\n").encode()
+
+
+def test_a_duplicate_key_stops_validation_naming_it(root):
+    path = root / "a.jsonl"
+    path.write_text(json.dumps(LLAMAVID) + "\n" + json.dumps(LLAMAVID)[:-1] + ', "video": "src/v.mp4"}\n')
+    proc = _validate_cli(root, path, "llamavid", "drop")
+    assert proc.returncode == 2 and "record 1 (from line 2) has the key 'video' more than once" in proc.stderr
+    assert not (root / "out/checked.json").exists()
+
+
+def test_media_without_a_configured_root_says_to_set_the_root(root):
+    path = root / "a.json"
+    path.write_text(json.dumps([LLAMAVID]))
+    proc = _validate_cli(root, path, "llamavid", "fail", video_root=False)
+    assert proc.returncode == 2 and "no video_root is configured" in proc.stderr
+    assert "Set video_root for this file" in proc.stderr and "on_invalid: drop" not in proc.stderr
+
+
+def test_etbench_records_are_named_by_task_source_and_idx(root):
+    result = _check(root, "etbench_vid", [{**ETBENCH, "p": 9}])
+    assert result.problems[0].label == "rvq/s idx 0"
+
+
+def test_oversized_text_is_kept_and_named_in_a_warning(root):
+    path = root / "a.json"
+    long = {**LLAMAVID, "id": "long", "conversations": _conv("<image>\nDescribe.", "word " * 3000)}
+    path.write_text(json.dumps([LLAMAVID, long]))
+    proc = _validate_cli(root, path, "llamavid", "fail", "--max-text-chars", "10000")
+    assert proc.returncode == 0, proc.stderr
+    assert "record 1 (long) has a text of 15000 characters (above --max-text-chars 10000; kept)" in proc.stderr
+    assert len(json.loads((root / "out/checked.json").read_text())) == 2
+    report = json.loads((root / "out/r.json").read_text())
+    assert report["oversized_text_records"] == 1 and report["oversized_text"][0].startswith("record 1 (long)")

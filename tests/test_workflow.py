@@ -150,7 +150,9 @@ def test_invalid_annotations_stop_the_dag_or_are_dropped(tmp_path):
     wd = workdir_with(tmp_path, config)
     proc = snakemake(wd, "--cores", "1")
     assert proc.returncode != 0
-    assert "record 1 (gone.mp4): video gone.mp4 not found" in (wd / "results/logs/validate/bench.json.log").read_text()
+    assert (
+        "record 1 (tvg/s idx 0): video gone.mp4 not found" in (wd / "results/logs/validate/bench.json.log").read_text()
+    )
     config["annotations"]["on_invalid"] = "drop"
     workdir_with(tmp_path, config)
     assert snakemake(wd, "--cores", "1").returncode == 0

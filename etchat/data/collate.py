@@ -3,8 +3,8 @@
 The collator right-pads `input_ids` with the pad id and `labels` with `IGNORE_INDEX`, builds the attention mask from
 the lengths, and passes frames (`None` for a text-only sample: the model runs its compressor on a blank frame, as
 the original does with a dummy image), Q-Former queries and, in stage 3, `src`/`tgt` as lists. Nothing is
-truncated: records longer than `model_max_length` were skipped before training (the original truncated the text
-before splicing the frames in, which could cut a `<vid>` and crash). Samples that failed to load are left out and
+truncated: a sample longer than `model_max_length` is skipped when loaded (the original truncated the text before
+splicing the frames in, which could cut a `<vid>` and crash). Samples that failed to load are left out and
 listed under `skipped`; a micro-batch left empty gets one placeholder sample with no supervised token, so every
 rank still runs its forward and backward (DeepSpeed reduces gradients across ranks at every micro-step).
 """

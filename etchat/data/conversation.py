@@ -13,7 +13,9 @@ here the coin is drawn from a generator seeded by (seed, record index): the same
 
 from __future__ import annotations
 
+import functools
 import random
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,14 +92,35 @@ def check_turns(turns: Any) -> list[tuple[str, str]]:
     return pairs
 
 
-def build_conversation(record: dict, template: str, has_media: bool, seed: int = 0, index: int = 0) -> Conversation:
-    """The prompt and Q-Former queries of `record` in `template` (`plain` or `phi3`)."""
+def build_conversation(
+    record: dict, template: str, has_media: bool, seed: int = 0, index: int = 0, placement: bool = True
+) -> Conversation:
+    """The prompt and Q-Former queries of `record` in `template` (`plain` or `phi3`).
+
+    `placement=False` puts every inserted `<image>` before its text without drawing the coin: the prompt then has
+    the real one's length and `<image>`/`<vid>` counts (all that start-up checks read), without the cost of seeding
+    a generator per record."""
     turns = check_turns(record.get("conversations"))
     if template == "plain":
         return _plain(turns, has_media)
     if template == "phi3":
-        return _multi_row(turns, has_media, PHI3, random.Random(f"{seed}:{index}"))
+        return _multi_row(turns, has_media, PHI3, _Coin(f"{seed}:{index}" if placement else None))
     raise ValueError(f"unknown conversation template {template!r}; allowed: {list(TEMPLATES)}")
+
+
+class _Coin:
+    """The `<image>` placement coin of one record: a generator seeded by `key`, made on its first draw (a record
+    whose human turns all hold their `<image>` never draws); no key: always "before"."""
+
+    def __init__(self, key: str | None) -> None:
+        self.key, self.rng = key, None
+
+    def before(self) -> bool:
+        if self.key is None:
+            return True
+        if self.rng is None:
+            self.rng = random.Random(self.key)
+        return self.rng.random() < 0.5
 
 
 def _plain(turns: list[tuple[str, str]], has_media: bool) -> Conversation:
@@ -114,7 +137,7 @@ def _plain(turns: list[tuple[str, str]], has_media: bool) -> Conversation:
     return Conversation("plain", IMAGE_TOKEN + caption + PLAIN_SEP, [query], caption)
 
 
-def _multi_row(turns: list[tuple[str, str]], has_media: bool, template: Template, rng: random.Random) -> Conversation:
+def _multi_row(turns: list[tuple[str, str]], has_media: bool, template: Template, coin: _Coin) -> Conversation:
     messages: list[tuple[str, str | None]] = []
     queries: list[str] = []
     for speaker, text in turns:
@@ -122,8 +145,8 @@ def _multi_row(turns: list[tuple[str, str]], has_media: bool, template: Template
         if not text:
             raise ConversationError(f"an empty {speaker} turn")
         # The label masking splits the prompt on these strings: inside a message they would misplace the labels.
-        reserved = [s for s in template.reserved if s in text]
-        if reserved:
+        if template.reserved and _reserved_pattern(template.reserved).search(text):
+            reserved = [s for s in template.reserved if s in text]
             raise ConversationError(f"a {speaker} turn contains the template's reserved string(s) {reserved}")
         count = text.count(IMAGE_TOKEN)
         if speaker == GPT:
@@ -140,14 +163,22 @@ def _multi_row(turns: list[tuple[str, str]], has_media: bool, template: Template
             continue
         query = text.replace(IMAGE_TOKEN, "").strip()
         if not count:
-            text = f"{IMAGE_TOKEN}\n{text}" if rng.random() < 0.5 else f"{text}\n{IMAGE_TOKEN}"
+            text = f"{IMAGE_TOKEN}\n{text}" if coin.before() else f"{text}\n{IMAGE_TOKEN}"
         queries.append(query)
         messages.append((template.roles[0], text))
     return Conversation(template.name, template.render(messages), queries, turns[1][1])
 
 
+@functools.cache
+def _reserved_pattern(reserved: tuple[str, ...]) -> re.Pattern:
+    """One search for all reserved strings (a message is checked once, not once per string)."""
+    return re.compile("|".join(map(re.escape, reserved)))
+
+
 def first_answer_words(record: dict) -> int:
     """Word count of the first gpt reply, split on spaces (the original's `max_num_words` filter)."""
-    turns = record.get("conversations") or []
-    answers = [t.get("value", "") for t in turns if isinstance(t, dict) and t.get("from") == GPT]
-    return len(answers[0].split(" ")) if answers else 0
+    for turn in record.get("conversations") or []:
+        if isinstance(turn, dict) and turn.get("from") == GPT:
+            value = turn.get("value")
+            return len(value.split(" ")) if isinstance(value, str) else 0
+    return 0

@@ -7,10 +7,12 @@ record before training:
   [min_num_words, max_num_words]; video length within [min_video_len, max_video_len] seconds, from the record's
   `duration` or else the compression manifest;
 - what makes a record unusable (`kind=skipped`): a video that failed compression or is missing, a broken
-  conversation, more text tokens than `model_max_length`, `<vid>` counts that do not match `src`/`tgt`.
-A video or image that cannot be decoded during training is skipped there (`__getitem__` returns a
-`SkippedSample`, the collator leaves it out and the trainer records it). The original replaced such records with a
-random other one, silently changing the data mix.
+  conversation, `<vid>` counts that do not match `src`/`tgt`.
+What only loading tells is checked during training, and the sample is skipped there (`__getitem__` returns a
+`SkippedSample`, the collator leaves it out and the trainer records it): a video or image that cannot be decoded,
+more text tokens than `model_max_length` (each sample is tokenized when loaded; tokenizing 800K records at start-up
+would cost every rank minutes). The original replaced undecodable records with a random other one, silently
+changing the data mix, and truncated long ones.
 
 Frames are sampled at `fps` (1: the original) with the original index arithmetic, then `vision_processor`
 (e.g. `clip_center_224`). Images are one-frame videos, padded to a square with `image_pad_to_square` (stage 2).
@@ -22,6 +24,7 @@ import collections
 import hashlib
 import logging
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -31,8 +34,8 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from etchat.data.conversation import Conversation, ConversationError, build_conversation, first_answer_words
-from etchat.data.tokenization import prompt_length_bound, prompt_lengths, tokenize_conversation
+from etchat.data.conversation import ConversationError, build_conversation, first_answer_words
+from etchat.data.tokenization import tokenize_conversation
 from etchat.errors import DataError
 from etchat.io import write_text_atomic
 from etchat.model.constants import IMAGE_TOKEN, MATCH_TOKEN
@@ -69,6 +72,17 @@ class MediaSource:
     image_root: Path | None = None
     video_status: dict[str, str] | None = None  # manifest: relative path -> "ok" or the error
     video_durations: dict[str, float] = field(default_factory=dict)
+    _exists: dict[tuple[str, str], bool] = field(default_factory=dict, repr=False, compare=False)
+
+    def exists(self, kind: str, rel: str) -> bool:
+        """Whether the `kind` ("video"/"image") file `rel` is a file under its root (looked up once per path:
+        stage 2 shares 380K images between 625K records)."""
+        key = (kind, rel)
+        found = self._exists.get(key)
+        if found is None:
+            root = self.video_root if kind == "video" else self.image_root
+            found = self._exists[key] = root is not None and os.path.isfile(os.path.join(root, rel))
+        return found
 
     @classmethod
     def from_manifest(
@@ -181,6 +195,10 @@ class TrainingDataset(Dataset):
         tokens = tokenize_conversation(
             conversation, self.tokenizer, _where(record, item.index), self.settings.label_masks
         )
+        limit = self.settings.model_max_length
+        if len(tokens.input_ids) > limit:
+            reason = f"too long: {len(tokens.input_ids)} text tokens > model_max_length {limit}"
+            return SkippedSample(_skip_row(record, item.index, "skipped", "train", reason))
         if not tokens.num_supervised:
             return SkippedSample(_skip_row(record, item.index, "skipped", "train", "no supervised token"))
         sample: dict[str, Any] = {
@@ -247,14 +265,12 @@ def holdout_video(video: str, fraction: float, seed: int) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
-def check_record(
-    record: dict, index: int, settings: DataSettings, media: MediaSource
-) -> tuple[Item | None, SkipRow | None, Conversation | None]:
-    """An `Item` and its conversation for a record that passes every check short of tokenizing, or the `SkipRow`
-    saying why it is left out. `prepare_dataset` then checks the prompts' lengths in one batch."""
+def check_record(record: dict, index: int, settings: DataSettings, media: MediaSource) -> Item | SkipRow:
+    """The `Item` of a record that passes every check short of tokenizing (the text's length is checked when the
+    sample is loaded), or the `SkipRow` saying why it is left out."""
 
-    def row(kind: str, reason: str) -> tuple[None, SkipRow, None]:
-        return None, _skip_row(record, index, kind, "prepare", reason), None
+    def row(kind: str, reason: str) -> SkipRow:
+        return _skip_row(record, index, kind, "prepare", reason)
 
     try:
         modality, rel = media_of(record)
@@ -274,7 +290,7 @@ def check_record(
             return row("skipped", "video not in the compression manifest (not listed or not compressed)")
         if status != "ok":
             return row("skipped", f"video failed compression: {status}")
-        if media.video_root is None or not (media.video_root / rel).is_file():
+        if not media.exists("video", rel):
             return row("skipped", f"video not found under {media.video_root}")
         duration = record.get("duration") if isinstance(record.get("duration"), int | float) else None
         duration = media.video_durations.get(rel) if duration is None else float(duration)
@@ -282,19 +298,20 @@ def check_record(
         if reason:
             return row("filtered", reason)
     elif modality == "image":
-        if media.image_root is None or not (media.image_root / rel).is_file():
+        if not media.exists("image", rel):
             return row("skipped", f"image not found under {media.image_root}")
 
-    try:
-        conversation = build_conversation(record, s.template, modality != "text", s.seed, index)
+    try:  # placement=False: the checks below read only what the coin cannot change
+        conversation = build_conversation(record, s.template, modality != "text", s.seed, index, placement=False)
     except ConversationError as err:
         return row("skipped", f"broken conversation: {err}")
     if s.use_matching:
         problem = _vid_problem(record, conversation.prompt)
         if problem:
             return row("skipped", problem)
-    all_words = sum(len(str(t.get("value", "")).split()) for t in record["conversations"])
-    return Item(index, modality, all_words, duration), None, conversation
+    # Joined by a space, no two turns' words run together: the sum of the turns' word counts.
+    all_words = len(" ".join(t["value"] for t in record["conversations"]).split())
+    return Item(index, modality, all_words, duration)
 
 
 def _vid_problem(record: dict, prompt: str) -> str | None:
@@ -345,10 +362,9 @@ def prepare_dataset(
 ) -> PreparedData:
     """Check every record (see the module doc) and build the dataset of the usable ones.
 
-    Start-up tokenizes only what it must: the prompts whose byte length could exceed `model_max_length` (in one
-    batch) and the labels of the first LABEL_SAMPLE usable records; every other sample is labelled when it is
-    loaded (`TrainingDataset.__getitem__`)."""
-    candidates: list[tuple[Item, Conversation]] = []
+    Start-up tokenizes only the first LABEL_SAMPLE usable records; every sample is tokenized when it is loaded
+    (`TrainingDataset.__getitem__`), which skips one longer than `model_max_length` then."""
+    items: list[Item] = []
     skipped, heldout = [], []
     for index, record in enumerate(records):
         if not isinstance(record, dict):
@@ -358,33 +374,17 @@ def prepare_dataset(
         if isinstance(video, str) and holdout_video(video, holdout_fraction, settings.seed):
             heldout.append(index)
             continue
-        item, row, conversation = check_record(record, index, settings, media)
-        if item is not None:
-            candidates.append((item, conversation))
+        checked = check_record(record, index, settings, media)
+        if isinstance(checked, Item):
+            items.append(checked)
         else:
-            skipped.append(row)
-    # Only prompts that might pass model_max_length are tokenized (most are far shorter than their byte bound).
-    limit = settings.model_max_length
-    long = [(item, c) for item, c in candidates if prompt_length_bound(c.prompt) > limit]
-    too_long = {
-        item.index: length
-        for (item, _), length in zip(long, prompt_lengths([c.prompt for _, c in long], tokenizer), strict=True)
-        if length > limit
-    }
-    items = []
-    for item, _ in candidates:
-        if item.index in too_long:
-            reason = f"too long: {too_long[item.index]} text tokens > model_max_length {limit}"
-            skipped.append(_skip_row(records[item.index], item.index, "skipped", "prepare", reason))
-        else:
-            items.append(item)
-    skipped.sort(key=lambda r: r.index)
+            skipped.append(checked)
     total = len(records) - len(heldout)
     prepared = PreparedData(TrainingDataset(records, items, settings, media, tokenizer), skipped, heldout, total)
-    by_index = {item.index: c for item, c in candidates}
     for item in items[:LABEL_SAMPLE]:
         record = records[item.index]
-        tokens = tokenize_conversation(by_index[item.index], tokenizer, _where(record, item.index), settings.label_masks)
+        conversation = build_conversation(record, settings.template, item.modality != "text", settings.seed, item.index)
+        tokens = tokenize_conversation(conversation, tokenizer, _where(record, item.index), settings.label_masks)
         prepared.labels_checked += 1
         prepared.label_mismatches += tokens.mismatch
     log.info(

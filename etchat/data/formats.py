@@ -49,29 +49,34 @@ def _number(x: Any) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
+def _beyond(t: float, duration: float | None) -> bool:
+    """A time past the video's end, beyond the slack annotations need (rounding, a last frame): 1 s or 5%."""
+    return duration is not None and t > duration + max(1.0, 0.05 * duration)
+
+
 def _times(value: Any, name: str, duration: float | None) -> list[str]:
     """A flat list of timestamps in seconds."""
     if not isinstance(value, list) or not all(_number(t) for t in value):
         return [f"{name} must be a list of numbers (seconds), got {value!r}"]
     problems = [f"{name} has a negative time {t}" for t in value if t < 0]
-    if duration is not None:
-        limit = duration + max(1.0, 0.05 * duration)
-        problems += [f"{name} time {t} lies beyond the video's duration {duration}" for t in value if t > limit]
+    problems += [f"{name} time {t} lies beyond the video's duration {duration}" for t in value if _beyond(t, duration)]
     return problems
 
 
-def _span(value: Any, name: str) -> list[str]:
+def _span(value: Any, name: str, duration: float | None = None) -> list[str]:
     if not (isinstance(value, list) and len(value) == 2 and all(_number(t) for t in value)):
         return [f"{name} must be a [start, end] pair of numbers, got {value!r}"]
     if value[0] < 0 or value[1] < value[0]:
         return [f"{name} {value} is not a valid span (need 0 <= start <= end)"]
+    if _beyond(value[1], duration):
+        return [f"{name} {value} ends beyond the video's duration {duration}"]
     return []
 
 
-def _spans(value: Any, name: str) -> list[str]:
+def _spans(value: Any, name: str, duration: float | None = None) -> list[str]:
     if not isinstance(value, list) or not value:
         return [f"{name} must be a non-empty list of [start, end] pairs, got {value!r}"]
-    return [p for i, span in enumerate(value) for p in _span(span, f"{name}[{i}]")]
+    return [p for i, span in enumerate(value) for p in _span(span, f"{name}[{i}]", duration)]
 
 
 def _conversation(record: dict) -> tuple[list[dict], list[str]]:
@@ -169,6 +174,7 @@ def _check_etbench(record: Any, roots: MediaRoots, flavour: str) -> list[str]:
     duration = record.get("duration")
     if not _number(duration) or duration <= 0:
         problems.append(f"duration must be a positive number of seconds, got {duration!r}")
+        duration = None
     if "video" not in record:
         problems.append("video is missing")
     elif (p := roots.problem("video", record["video"])) is not None:
@@ -183,20 +189,20 @@ def _check_etbench(record: Any, roots: MediaRoots, flavour: str) -> list[str]:
             problems.append(f"{task} needs o, a list of {' or '.join(map(str, shape.options))} options, got {o!r}")
         else:
             for i, option in enumerate(o):
-                if not isinstance(option, str) and _span(option, f"o[{i}]"):
-                    problems.append(f"o[{i}] must be a string or a [start, end] pair, got {option!r}")
+                if not isinstance(option, str):
+                    problems += _span(option, f"o[{i}]", duration)
             if not isinstance(p, int) or isinstance(p, bool) or not 0 <= p < len(o):
                 problems.append(f"p must index o (0..{len(o) - 1}), got {p!r}")
     tgt = record.get("tgt")
     if shape.tgt == "span":
-        problems += _span(tgt, "tgt")
+        problems += _span(tgt, "tgt", duration)
     elif shape.tgt == "spans":
-        problems += _spans(tgt, "tgt")
+        problems += _spans(tgt, "tgt", duration)
     elif shape.tgt == "spans_or_annotators":
         if isinstance(tgt, list) and tgt and isinstance(tgt[0], list) and tgt[0] and isinstance(tgt[0][0], list):
-            problems += [p for i, spans in enumerate(tgt) for p in _spans(spans, f"tgt[{i}]")]
+            problems += [p for i, spans in enumerate(tgt) for p in _spans(spans, f"tgt[{i}]", duration)]
         else:
-            problems += _spans(tgt, "tgt")
+            problems += _spans(tgt, "tgt", duration)
     if shape.captions:
         g = record.get("g")
         if not isinstance(g, list) or not all(isinstance(c, str) for c in g):
@@ -205,7 +211,7 @@ def _check_etbench(record: Any, roots: MediaRoots, flavour: str) -> list[str]:
             problems.append(f"g has {len(g)} captions but tgt has {len(tgt)} spans")
     src = record.get("src", [])
     if "src" in record:
-        problems += _times(src, "src", duration if _number(duration) else None)
+        problems += _times(src, "src", duration)
     q = record.get("q") if isinstance(record.get("q"), str) else ""
     n_vid = q.count(VID_TOKEN)
     if flavour == "vid" and isinstance(src, list) and n_vid != len(src):
@@ -261,9 +267,20 @@ CHECKERS: dict[str, Callable[[Any, MediaRoots], list[str]]] = {
 }
 
 
+def sample_key(fmt: str, record: Any) -> tuple | None:
+    """What names an E.T. Bench sample uniquely (task, source, idx): two records with one key are a duplicate (the
+    scorer would count the sample twice); None for formats without such a key."""
+    if fmt in ("etbench_vid", "etbench_txt") and isinstance(record, dict):
+        return record.get("task"), record.get("source"), record.get("idx")
+    return None
+
+
 def record_label(record: Any) -> str:
-    """A short name of a record for reports: its id, video or image."""
+    """A short name of a record for reports, as its format names it: `task/source idx N` for E.T. Bench samples and
+    predictions, else its id, video or image."""
     if isinstance(record, dict):
+        if "idx" in record and "task" in record:
+            return f"{record['task']}/{record.get('source')} idx {record['idx']}"
         for key in ("id", "video", "image"):
             if isinstance(record.get(key), str | int):
                 return str(record[key])

@@ -52,44 +52,17 @@ class TokenizedSample:
 
 
 def tokenize_prompt(text: str, tokenizer: Any) -> list[int]:
-    """Token ids of `text` with `IMAGE_TOKEN_INDEX` for each `<image>` (LLaVA's arithmetic)."""
-    return _join_chunks([tokenizer(chunk).input_ids for chunk in text.split(IMAGE_TOKEN)], tokenizer.bos_token_id)
-
-
-def _join_chunks(chunks: list[list[int]], bos: int | None) -> list[int]:
-    """The ids of `<image>`-separated chunks tokenized on their own: the first chunk's BOS kept, the later chunks'
-    dropped, `IMAGE_TOKEN_INDEX` between chunks."""
-    offset = 1 if chunks and chunks[0] and bos is not None and chunks[0][0] == bos else 0
+    """Token ids of `text` with `IMAGE_TOKEN_INDEX` for each `<image>` (LLaVA's arithmetic): the chunks between
+    `<image>`s tokenized on their own, the first chunk's BOS kept and the later chunks' dropped."""
+    chunks = [tokenizer(chunk).input_ids for chunk in text.split(IMAGE_TOKEN)]
+    bos = tokenizer.bos_token_id
+    offset = 1 if chunks[0] and bos is not None and chunks[0][0] == bos else 0
     ids: list[int] = [chunks[0][0]] if offset else []
     for k, chunk in enumerate(chunks):
         if k:
             ids.append(IMAGE_TOKEN_INDEX)
         ids.extend(chunk[offset:])
     return ids
-
-
-def prompt_length_bound(text: str) -> int:
-    """An upper bound of `len(tokenize_prompt(text, tokenizer))` for any tokenizer the pipeline loads, without
-    tokenizing: every token covers at least one UTF-8 byte of its chunk (byte-level BPE, or SentencePiece with byte
-    fallback; an added token covers several), plus at most 4 tokens a tokenizer inserts per chunk (BOS, EOS, a
-    prefix `▁`, with a margin), plus one per `<image>`."""
-    chunks = text.split(IMAGE_TOKEN)
-    return sum(len(chunk.encode("utf-8")) + 4 for chunk in chunks) + len(chunks) - 1
-
-
-def prompt_lengths(texts: Sequence[str], tokenizer: Any, batch: int = 4096) -> list[int]:
-    """`len(tokenize_prompt(text, tokenizer))` of every text, encoding their chunks in batches through the
-    tokenizer's Rust backend when it has one (no Python call per chunk: what start-up needs at 800K records)."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        return [len(tokenize_prompt(text, tokenizer)) for text in texts]
-    bos = tokenizer.bos_token_id
-    lengths: list[int] = []
-    for start in range(0, len(texts), batch):
-        split = [text.split(IMAGE_TOKEN) for text in texts[start : start + batch]]
-        encoded = iter(backend.encode_batch([chunk for chunks in split for chunk in chunks], add_special_tokens=True))
-        lengths += [len(_join_chunks([next(encoded).ids for _ in chunks], bos)) for chunks in split]
-    return lengths
 
 
 def tokenize_conversation(

@@ -6,12 +6,12 @@ Every sample stays in the denominator: a missing or malformed `pred` counts as f
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from etchat.data.records import read_records
 from etchat.errors import DataError
 from etchat.evaluate.iou import temporal_iou_scalar
 
@@ -52,23 +52,22 @@ def charades_metrics(records: Sequence[Mapping[str, Any]]) -> dict[str, float | 
 
 
 def load_charades_predictions(path: str | Path) -> list[dict[str, Any]]:
-    """Records of a prediction .json file, or of every *.json directly in a directory (sorted)."""
+    """Records of a prediction .json/.jsonl file, or of every such file directly in a directory (sorted)."""
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.glob("*.json") if not p.name.startswith((".", "metrics")))
+        files = sorted(
+            p for p in path.iterdir() if p.suffix in (".json", ".jsonl") and not p.name.startswith((".", "metrics"))
+        )
         if not files:
-            raise DataError(f"{path}: no *.json Charades-STA prediction files in this directory")
+            raise DataError(f"{path}: no .json or .jsonl Charades-STA prediction files in this directory")
     elif path.is_file():
         files = [path]
     else:
         raise DataError(f"{path}: no such file or directory; pass a Charades-STA prediction .json or its directory")
     records: list[dict[str, Any]] = []
     for file in files:
-        try:
-            data = json.loads(file.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise DataError(f"{file}: not valid JSON ({err}); fix or regenerate the predictions") from None
-        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        data = read_records(file)
+        if not all(isinstance(r, dict) for r in data):
             raise DataError(f"{file}: expected a JSON list of {{vid, query, span, pred, response}} objects")
         for i, rec in enumerate(data):
             if not _is_window(rec.get("span")):

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from etchat.data.records import read_records
 from etchat.errors import DataError
 from etchat.etbench import CAPABILITIES, TASK_SHAPES, TASKS
 from etchat.evaluate import tasks as T
@@ -166,17 +167,7 @@ def load_predictions(path: str | Path) -> tuple[list[dict[str, Any]], list[Path]
     records: list[dict[str, Any]] = []
     files = prediction_files(path)
     for file in files:
-        try:
-            text = file.read_text(encoding="utf-8")
-            data = (
-                [json.loads(line) for line in text.splitlines() if line.strip()]
-                if file.suffix == ".jsonl"
-                else json.loads(text)
-            )
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise DataError(f"{file}: not valid JSON ({err}); fix or regenerate the predictions file") from None
-        if not isinstance(data, list):
-            raise DataError(f"{file}: expected a JSON list of samples (the annotation list with 'a' added)")
+        data = read_records(file)
         for i, rec in enumerate(data):
             if not isinstance(rec, dict):
                 raise DataError(f"{file}: sample {i} is a {type(rec).__name__}, expected an object")

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from etchat.data.formats import parse_charades_line
+from etchat.data.records import read_records
 from etchat.errors import DataError
 from etchat.etbench import VID_TOKEN as MATCH_TOKEN
-from etchat.io import read_json
 
 from .settings import fingerprint
 
@@ -104,8 +104,8 @@ def _unique_keys(keys: Sequence[str]) -> list[str]:
 
 def etbench_samples(annotations: str | os.PathLike, video_root: str | os.PathLike) -> list[InferSample]:
     """The E.T. Bench `vid` list (`etchat validate`'s checked copy): one sample per record."""
-    records = read_json(annotations)
-    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+    records = read_records(annotations)
+    if not all(isinstance(r, dict) for r in records):
         raise DataError(f"{annotations}: expected a JSON list of E.T. Bench samples; run `etchat validate` first")
     root = Path(video_root)
     keys = _unique_keys([f"{r.get('task')}/{r.get('source')}/{r.get('idx')}" for r in records])

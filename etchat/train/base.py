@@ -20,7 +20,8 @@ import torch
 
 from etchat.config import validate_config
 from etchat.data.conversation import PHI3
-from etchat.io import atomic_dir, read_json
+from etchat.data.records import iter_records
+from etchat.io import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ def corpus(annotation_files: Sequence[str | Path]) -> Iterator[str]:
     """Every conversation turn of the annotation files, plus the chat template's fixed strings."""
     yield PHI3.system
     for path in annotation_files:
-        for record in read_json(path):
+        for record in iter_records(path):
             for turn in record.get("conversations") or []:
                 if isinstance(turn, dict) and isinstance(turn.get("value"), str):
                     yield turn["value"]

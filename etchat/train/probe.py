@@ -20,7 +20,8 @@ import torch
 
 from etchat.data.collate import TrainingCollator
 from etchat.data.dataset import DataSettings, MediaSource, SkippedSample, prepare_dataset
-from etchat.io import read_json, write_json_atomic
+from etchat.data.records import read_records
+from etchat.io import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     model, tokenizer = load_checkpoint(args.model, dtype=torch.float32)
-    records = read_json(args.records)
+    records = read_records(args.records)
     media = MediaSource.from_manifest(args.manifest, args.video_root, None)
     result = probe(model, tokenizer, records, media, args.fps)
     result["model"] = str(Path(args.model))

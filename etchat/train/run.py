@@ -34,6 +34,7 @@ from etchat.data.dataset import (
     read_skipped,
     write_skipped,
 )
+from etchat.data.records import read_records
 from etchat.errors import ConfigError, DataError
 from etchat.io import atomic_dir, read_json, write_json_atomic
 from etchat.train.stages import PAPER_HYPER, StageHyper, plan_batch, set_trainable, stage_spec
@@ -304,9 +305,7 @@ def run(args: argparse.Namespace) -> int:
         log.info("resuming from %s", resume)
 
     # -- data
-    records = read_json(args.annotations)
-    if not isinstance(records, list):
-        raise DataError(f"{args.annotations}: expected a JSON list of records")
+    records = read_records(args.annotations, check_keys=False)  # the checked copy: `etchat validate` wrote it
     data_settings = DataSettings(
         template=spec.template,
         use_matching=spec.matching,

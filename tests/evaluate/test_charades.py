@@ -44,9 +44,12 @@ def test_charades_errors(tmp_path: Path) -> None:
         charades_metrics([rec([0], [0, 1])])
     with pytest.raises(DataError, match="no such file"):
         load_charades_predictions(tmp_path / "absent")
-    (tmp_path / "x.json").write_text(json.dumps({"vid": 1}))
+    (tmp_path / "x.json").write_text(json.dumps([1, 2]))
     with pytest.raises(DataError, match="expected a JSON list"):
         load_charades_predictions(tmp_path / "x.json")
+    (tmp_path / "x.jsonl").write_text(json.dumps({"vid": 1}))  # one JSON line: one record, checked as such
+    with pytest.raises(DataError, match=r"x.jsonl: sample 0 \(vid 1\): 'span' must be"):
+        load_charades_predictions(tmp_path / "x.jsonl")
 
 
 def test_charades_cli_on_a_directory(tmp_path: Path) -> None:
