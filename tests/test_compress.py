@@ -56,6 +56,32 @@ def test_sizes_and_orientations_come_out_right(good_videos, tmp_path, rel, size)
     assert row.out_size == f"{size[0]}x{size[1]}"
 
 
+@pytest.mark.parametrize("rotation, size", [(90, (224, 298)), (180, (298, 224)), (270, (224, 298))])
+def test_phone_videos_with_rotation_metadata_come_out_upright(tmp_path, rotation, size):
+    """ffmpeg turns a video with rotation metadata upright: the output is checked against the displayed size."""
+    plain = make_video(tmp_path / "plain.mp4", 320, 240, 25, seconds=3.0)
+    (tmp_path / "in").mkdir()
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-i", plain, "-c", "copy", "-metadata:s:v:0", f"rotate={rotation}",
+                    tmp_path / "in/phone.mp4"], check=True)  # fmt: skip
+    assert probe(tmp_path / "in/phone.mp4").width == (240 if rotation % 180 else 320)  # as displayed
+    row = compress_video(tmp_path / "in", tmp_path / "out", "phone.mp4", FAST)
+    assert row.status == "ok", row.error
+    assert row.out_size == f"{size[0]}x{size[1]}" and row.frames == len(
+        decord.VideoReader(str(tmp_path / "out/phone.mp4"))
+    )
+    frame = decord.VideoReader(str(tmp_path / "out/phone.mp4"))[0].asnumpy()
+    assert frame.shape[:2] == (size[1], size[0])  # the pixels themselves are turned, not only a flag
+
+
+@pytest.mark.parametrize("frames", [1, 2])
+def test_a_video_shorter_than_one_output_frame_still_gets_a_frame(tmp_path, frames):
+    """The plain fps filter leaves a 1-frame (0.04 s) video without any frame; its last frame is kept instead."""
+    make_video(tmp_path / "in/blink.mp4", 320, 240, 25, seconds=frames / 25)
+    row = compress_video(tmp_path / "in", tmp_path / "out", "blink.mp4", FAST)
+    assert row.status == "ok" and row.frames == 1, row.error
+    assert len(decord.VideoReader(str(tmp_path / "out/blink.mp4"))) == 1
+
+
 @pytest.fixture(scope="module")
 def mixed_videos(tmp_path_factory, good_videos) -> Path:
     """Good videos plus every kind of bad file."""

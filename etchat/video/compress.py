@@ -125,8 +125,8 @@ def validate_output(
     return out, frames, problem
 
 
-def _ffmpeg(src: Path, tmp: Path, s: CompressSettings, container: str) -> str | None:
-    stream = compress_stream(src, tmp, s.fps, s.size, s.crf, s.preset, s.ffmpeg_threads, container)
+def _ffmpeg(src: Path, tmp: Path, s: CompressSettings, container: str, keep_last: bool = False) -> str | None:
+    stream = compress_stream(src, tmp, s.fps, s.size, s.crf, s.preset, s.ffmpeg_threads, container, keep_last)
     try:
         result = subprocess.run(stream.compile(), capture_output=True, timeout=s.timeout, check=False)
     except subprocess.TimeoutExpired:
@@ -135,6 +135,16 @@ def _ffmpeg(src: Path, tmp: Path, s: CompressSettings, container: str) -> str | 
         lines = result.stderr.decode(errors="replace").strip().splitlines()
         return f"ffmpeg failed: {lines[-1] if lines else f'exit code {result.returncode}'}"
     return None
+
+
+def _compress_once(
+    src: Path, tmp: Path, info: VideoInfo, s: CompressSettings, container: str, keep_last: bool = False
+) -> tuple[VideoInfo | None, int, str | None]:
+    """Run ffmpeg into `tmp` and check what it wrote: (output, frames, problem or None)."""
+    problem = _ffmpeg(src, tmp, s, container, keep_last)
+    if problem is not None:
+        return None, 0, problem
+    return validate_output(tmp, info, s, decode=False)
 
 
 def compress_video(src_root: Path, dst_root: Path, rel: str, s: CompressSettings) -> ManifestRow:
@@ -162,10 +172,15 @@ def compress_video(src_root: Path, dst_root: Path, rel: str, s: CompressSettings
         remove_stale_temporaries(dst)
         container = "mp4" if dst.suffix.lower() in MP4_LIKE else "matroska"
         with atomic_path(dst) as tmp:
-            problem = _ffmpeg(src, tmp, s, container)
-            out, frames = None, 0
-            if problem is None:
-                out, frames, problem = validate_output(tmp, info, s, decode=False)
+            out, frames, problem = _compress_once(src, tmp, info, s, container)
+            if problem is not None and info.duration < 2 / s.fps and not frames:
+                # The original command leaves a video shorter than about one 1/fps interval without a frame;
+                # letting the filter keep its last frame gives it one (longer videos never take this path).
+                out, frames, problem = _compress_once(src, tmp, info, s, container, keep_last=True)
+                if problem is None:
+                    log.info("%s: %.3f s, shorter than one frame interval: its last frame kept", rel, info.duration)
+                else:
+                    problem = f"input: too short to sample at {s.fps:g} fps ({info.duration:.3f} s): {problem}"
             if problem is not None:
                 row.error = problem
                 raise _Invalid  # leaves the block without renaming; the temporary file is removed

@@ -21,7 +21,7 @@ class ProbeError(RuntimeError):
 
 @dataclass(frozen=True)
 class VideoInfo:
-    width: int
+    width: int  # as displayed: a phone video's rotation metadata applied (ffmpeg's output is turned upright)
     height: int
     fps: float  # average frame rate of the video stream
     duration: float  # seconds: the video stream's duration, else the container's
@@ -57,14 +57,28 @@ def probe(path: str | os.PathLike, timeout: float = 60) -> VideoInfo:
     # The video stream's own duration: an audio track may run longer than the pictures.
     duration = float(video.get("duration") or fmt.get("duration") or 0.0)
     frames = video.get("nb_frames")
+    width, height = int(video["width"]), int(video["height"])
+    if _rotation(video) % 180 == 90:
+        width, height = height, width
     return VideoInfo(
-        width=int(video["width"]),
-        height=int(video["height"]),
+        width=width,
+        height=height,
         fps=_rate(video.get("avg_frame_rate")) or _rate(video.get("r_frame_rate")),
         duration=duration,
         frames=int(frames) if frames not in (None, "N/A") else None,
         has_audio=any(s.get("codec_type") == "audio" for s in streams),
     )
+
+
+def _rotation(stream: dict) -> int:
+    """Degrees the player turns the pictures: the display matrix's rotation, or the older `rotate` tag."""
+    for side in stream.get("side_data_list") or []:
+        if "rotation" in side:
+            return round(float(side["rotation"]))
+    try:
+        return round(float((stream.get("tags") or {}).get("rotate", 0)))
+    except ValueError:
+        return 0
 
 
 def _is_cover_art(stream: dict) -> bool:
@@ -119,15 +133,18 @@ def compress_stream(
     preset: str,
     threads: int,
     container: str = "mp4",
+    keep_last: bool = False,
 ):
     """The compression command: `fps` frames/s, shortest side `size` with aspect kept and even sides, no audio.
 
     The same filter as E.T. Bench's compress_videos.py; -2 rounds the other side to an even number.
-    `container` is mp4 or matroska (for .mkv/.webm names, which hold H.264 in a Matroska file).
+    `container` is mp4 or matroska (for .mkv/.webm names, which hold H.264 in a Matroska file). `keep_last` lets
+    the fps filter pass a last frame it would drop at the end of the input (`eof_action=pass`): for a video shorter
+    than one output interval, which the plain filter turns into an output with no frame at all.
     """
     video = (
         ffmpeg.input(str(src))
-        .video.filter("fps", fps=fps)
+        .video.filter("fps", fps=fps, **({"eof_action": "pass"} if keep_last else {}))
         .filter("scale", f"if(gt(iw,ih),-2,{size})", f"if(gt(iw,ih),{size},-2)")
     )
     options = {"vcodec": "libx264", "pix_fmt": "yuv420p", "crf": crf, "preset": preset, "threads": threads}
