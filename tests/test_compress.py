@@ -157,14 +157,38 @@ def test_shards_balance_bytes_deterministically():
     assert sorted(len(s) for s in equal) == [2, 2, 3, 3]
 
 
-def test_listing_skips_hidden_files_and_links_outside(tmp_path):
-    (tmp_path / "set/sub").mkdir(parents=True)
-    (tmp_path / "set/sub/a.MP4").write_bytes(b"x")
-    (tmp_path / "set/.hidden.mp4").write_bytes(b"x")
-    (tmp_path / "set/notes.txt").write_text("x")
-    (tmp_path / "outside.mp4").write_bytes(b"x")
-    (tmp_path / "set/link.mp4").symlink_to(tmp_path / "outside.mp4")
-    assert [e.path for e in list_videos(tmp_path / "set")] == ["sub/a.MP4"]
+def test_every_entry_named_like_a_video_gets_a_manifest_row_with_its_reason(tmp_path):
+    """Hidden files and other names are not listed; links leaving the root, dangling links, folders named like
+    videos, images and audio-only files are, and each fails with a reason about the input (nothing read outside)."""
+    root = tmp_path / "set"
+    make_video(root / "sub/a.MP4", 320, 240, 25, seconds=2.0)
+    make_video(root / "clip.mp4/inner.mp4", 320, 240, 25, seconds=2.0)  # inside a folder named like a video
+    (root / ".hidden.mp4").write_bytes(b"x")
+    (root / "notes.txt").write_text("x")
+    make_video(tmp_path / "outside.mp4", 320, 240, 25, seconds=2.0)
+    (root / "link.mp4").symlink_to(tmp_path / "outside.mp4")
+    (root / "dangling.mp4").symlink_to(root / "gone.mp4")
+    (root / "inside.mp4").symlink_to(root / "sub/a.MP4")  # a link that stays inside is followed
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=64x64", "-frames:v", "1",
+                    "-f", "image2", "-c:v", "png", root / "still.mp4"], check=True)  # fmt: skip
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "anullsrc", "-t", "1", root / "sound.mp4"],
+                   check=True)  # fmt: skip
+    entries = [e.path for e in list_videos(root)]
+    assert entries == ["clip.mp4", "clip.mp4/inner.mp4", "dangling.mp4", "inside.mp4", "link.mp4", "sound.mp4",
+                       "still.mp4", "sub/a.MP4"]  # fmt: skip
+    (tmp_path / "list.txt").write_text("".join(e + "\n" for e in entries))
+    run_shard(tmp_path / "list.txt", root, tmp_path / "out", tmp_path / "manifest.tsv", FAST, workers=1)
+    rows = {r["path"]: r for r in read_manifest(tmp_path / "manifest.tsv")}
+    assert [p for p, r in rows.items() if r["status"] == "ok"] == ["clip.mp4/inner.mp4", "inside.mp4", "sub/a.MP4"]
+    reasons = {p: r["error"] for p, r in rows.items() if r["status"] != "ok"}
+    assert reasons == {
+        "clip.mp4": "input: a folder named like a video, not a video file",
+        "dangling.mp4": f"input: dangling symbolic link (its target {root / 'gone.mp4'} does not exist)",
+        "link.mp4": f"input: path 'link.mp4' leaves its data root {root.resolve()}; use a path relative to that root",
+        "sound.mp4": "input: no video stream",
+        "still.mp4": "input: not a video: an image (png)",
+    }
+    assert not (tmp_path / "out/link.mp4").exists()
 
 
 def test_listing_fingerprint_changes_with_the_videos_not_with_an_excluded_compressed_tree(tmp_path):

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from etchat.errors import DataError
 from etchat.io import atomic_path, remove_stale_temporaries, resolve_inside, write_tsv_atomic
 from etchat.video.ffmpeg import ProbeError, VideoInfo, compress_stream, probe
 from etchat.video.listing import read_list
@@ -137,6 +138,14 @@ def _ffmpeg(src: Path, tmp: Path, s: CompressSettings, container: str, keep_last
     return None
 
 
+def _source(root: Path, rel: str) -> Path:
+    """The input file behind `rel`, links followed (raises for a dangling link or one that leaves `root`)."""
+    link = root / rel
+    if link.is_symlink() and not link.exists():
+        raise ProbeError(f"dangling symbolic link (its target {os.readlink(link)} does not exist)")
+    return resolve_inside(root, rel)
+
+
 def _compress_once(
     src: Path, tmp: Path, info: VideoInfo, s: CompressSettings, container: str, keep_last: bool = False
 ) -> tuple[VideoInfo | None, int, str | None]:
@@ -151,10 +160,10 @@ def compress_video(src_root: Path, dst_root: Path, rel: str, s: CompressSettings
     start = time.monotonic()
     row = ManifestRow(path=rel, status="failed", action="none")
     try:
-        src, dst = resolve_inside(src_root, rel), resolve_inside(dst_root, rel)
         try:
+            src, dst = _source(src_root, rel), resolve_inside(dst_root, rel)
             info = probe(src)
-        except ProbeError as err:
+        except (ProbeError, DataError) as err:
             row.error = f"input: {err}"
             return row
         row.in_duration, row.in_size = _measures(info)
@@ -201,7 +210,7 @@ def check_video(src_root: Path, rel: str) -> ManifestRow:
     start = time.monotonic()
     row = ManifestRow(path=rel, status="failed", action="checked")
     try:
-        info = probe(resolve_inside(src_root, rel))
+        info = probe(_source(src_root, rel))
         row.in_duration, row.in_size = _measures(info)
         row.status = "ok"
         row.frames = info.frames

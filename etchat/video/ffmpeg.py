@@ -38,10 +38,17 @@ def _rate(text: str | None) -> float:
 def probe(path: str | os.PathLike, timeout: float = 60) -> VideoInfo:
     """Read a file's video stream properties with ffprobe; raise ProbeError with the reason."""
     path = Path(path)
+    if path.is_dir():
+        raise ProbeError("a folder named like a video, not a video file")
     if not path.is_file():
         raise ProbeError("file not found")
     if path.stat().st_size == 0:
         raise ProbeError("empty file (0 bytes)")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as err:
+        raise ProbeError(f"unreadable: {err.strerror}") from None
     try:
         info = ffmpeg.probe(str(path), timeout=timeout)
     except ffmpeg.Error as err:
@@ -54,9 +61,13 @@ def probe(path: str | os.PathLike, timeout: float = 60) -> VideoInfo:
     if video is None:
         raise ProbeError("no video stream")
     fmt = info.get("format", {})
+    if "image2" in fmt.get("format_name", "") or fmt.get("format_name", "").endswith("_pipe"):
+        raise ProbeError(f"not a video: an image ({video.get('codec_name')})")
     # The video stream's own duration: an audio track may run longer than the pictures.
     duration = float(video.get("duration") or fmt.get("duration") or 0.0)
     frames = video.get("nb_frames")
+    if frames == "0":
+        raise ProbeError("no frames (its video stream is empty)")
     width, height = int(video["width"]), int(video["height"])
     if _rotation(video) % 180 == 90:
         width, height = height, width

@@ -32,11 +32,13 @@ class VideoEntry:
 
 
 def list_videos(root: str | os.PathLike, exclude: str | os.PathLike | None = None) -> list[VideoEntry]:
-    """Every video file under `root` by extension, sorted by path.
+    """Every entry under `root` named like a video (by extension), sorted by path.
 
     Hidden files and folders (our own temporary files among them) are skipped, and so is `exclude`
-    (a set whose compressed tree lies inside its input tree). Symbolic links are followed only when
-    they stay inside `root`.
+    (a set whose compressed tree lies inside its input tree). Symbolic links are followed only when they
+    stay inside `root`. Entries that cannot be videos are listed too, so that the compression step gives
+    each a manifest row with its reason instead of a log line nobody reads: a link leaving `root`, a
+    dangling link, a folder named like a video (its contents are listed as well), an unreadable file.
     """
     root = Path(root)
     if not root.is_dir():
@@ -51,16 +53,22 @@ def list_videos(root: str | os.PathLike, exclude: str | os.PathLike | None = Non
                 if item.name.startswith("."):
                     continue
                 rel = prefix + item.name
+                named_like_video = Path(item.name).suffix.lower() in VIDEO_EXTENSIONS
                 if item.is_symlink():
                     try:
                         resolve_inside(root, rel)
                     except DataError:
-                        log.warning("skipping %s: it links outside %s", item.path, root)
+                        if named_like_video:  # its row says where it leads; nothing behind it is read
+                            entries.append(VideoEntry(rel, 0))
+                        else:
+                            log.warning("skipping %s: it links outside %s", item.path, root)
                         continue
                 if item.is_dir():
+                    if named_like_video:
+                        entries.append(VideoEntry(rel, 0))
                     if skip is None or Path(item.path).resolve() != skip:
                         pending.append((Path(item.path), rel + "/"))
-                elif Path(item.name).suffix.lower() in VIDEO_EXTENSIONS:
+                elif named_like_video:
                     try:
                         size = item.stat().st_size
                     except OSError:  # a dangling link
@@ -89,7 +97,7 @@ def listing_fingerprint(root: str | os.PathLike, exclude: str | os.PathLike | No
         rel = os.path.relpath(dirpath, root)
         names += [
             os.path.join(rel, f)
-            for f in filenames
+            for f in filenames + dirnames  # a folder named like a video is listed too
             if not f.startswith(".") and Path(f).suffix.lower() in VIDEO_EXTENSIONS
         ]
     for name in sorted(names):
