@@ -7,7 +7,6 @@ question, the video's size), so an answer recorded for different input is never 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from etchat.data.formats import parse_charades_line
-from etchat.data.records import read_records
+from etchat.data.records import iter_records, read_records
 from etchat.errors import DataError
 from etchat.etbench import VID_TOKEN as MATCH_TOKEN
 
@@ -163,40 +162,33 @@ def charades_samples(path: str | os.PathLike, video_root: str | os.PathLike) -> 
 
 
 def custom_samples(questions: str | os.PathLike, video_root: str | os.PathLike) -> list[InferSample]:
-    """Users' own questions: a JSONL with `video` (relative to the video folder) and `question` per line.
+    """Users' own questions: JSON Lines (or a JSON list) of records with `video` (relative to the video folder) and
+    `question`.
 
-    Optional: `id` (a unique name; default the line number), `src` (seconds of each `<vid>` in the question),
+    Optional: `id` (a unique name; default the question's number, counted from 1 without blank lines), `src`
+    (seconds of each `<vid>` in the question),
     `task` (an E.T. Bench task code: `rar`, `eca`, `rvq` get the multiple-choice prompt), `duration`.
     Timestamps in a question are best written as text ("at 12.5 seconds"); `<vid>` needs `src`.
     """
     path, root = Path(questions), Path(video_root)
-    if not path.is_file():
-        raise DataError(f"{path}: questions file not found")
     records: list[dict[str, Any]] = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}: line {n} is not JSON ({err})") from None
+    for n, rec in enumerate(iter_records(path), 1):
+        where = f"{path}: question {n}" + (f" ({rec['id']})" if isinstance(rec, dict) and "id" in rec else "")
         if (
             not isinstance(rec, dict)
             or not isinstance(rec.get("video"), str)
             or not isinstance(rec.get("question"), str)
         ):
-            raise DataError(
-                f'{path}: line {n}: expected {{"video": "<file>", "question": "<text>"}} (and optional id, src)'
-            )
+            raise DataError(f'{where}: expected {{"video": "<file>", "question": "<text>"}} (and optional id, src)')
         src = rec.get("src")
         count = rec["question"].count(MATCH_TOKEN)
         if src is not None and (
             not isinstance(src, list) or not all(isinstance(t, int | float) and math.isfinite(t) for t in src)
         ):
-            raise DataError(f"{path}: line {n}: src must be a list of seconds")
+            raise DataError(f"{where}: src must be a list of seconds")
         if count != len(src or []):
             raise DataError(
-                f"{path}: line {n}: the question has {count} {MATCH_TOKEN} but src gives {len(src or [])} times; "
+                f"{where}: the question has {count} {MATCH_TOKEN} but src gives {len(src or [])} times; "
                 f"give one time per {MATCH_TOKEN} in src, or write the times as text"
             )
         rec["_line"] = n

@@ -115,7 +115,7 @@ def test_own_videos_and_questions(checkpoint, videos, tmp_path, caplog):
     bad.write_text(json.dumps({"video": "sub/a.mp4", "question": "At <vid> and <vid>?", "src": [1.0]}) + "\n")
     refused = main(["infer", "--checkpoint", str(checkpoint), "--videos", str(videos), "--questions", str(bad),
                     "--out", str(tmp_path / "x.jsonl")])  # fmt: skip
-    assert refused == 2 and "line 1: the question has 2 <vid> but src gives 1 times" in caplog.text
+    assert refused == 2 and "question 1: the question has 2 <vid> but src gives 1 times" in caplog.text
 
 
 @pytest.mark.slow
