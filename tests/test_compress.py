@@ -13,6 +13,7 @@ from pathlib import Path
 import decord
 import ffmpeg
 import numpy as np
+import pandas as pd
 import pytest
 
 from etchat.data.synth.scene import RENDER_RATE, make_scene, render_frames
@@ -71,6 +72,23 @@ def test_phone_videos_with_rotation_metadata_come_out_upright(tmp_path, rotation
     )
     frame = decord.VideoReader(str(tmp_path / "out/phone.mp4"))[0].asnumpy()
     assert frame.shape[:2] == (size[1], size[0])  # the pixels themselves are turned, not only a flag
+
+
+def test_a_video_with_corrupt_packets_is_not_ok(tmp_path):
+    """ffmpeg decodes past corrupt packets and exits 0; the errors it prints give the video its own status, its
+    output is not kept, and the set's summary counts it as failed (compress.on_error decides)."""
+    make_video(tmp_path / "in/clean.mp4", 320, 240, 25, seconds=6.0)
+    data = bytearray((tmp_path / "in/clean.mp4").read_bytes())
+    for i in range(len(data) // 3, len(data) // 3 + 3000, 7):
+        data[i] ^= 0x5A
+    (tmp_path / "in/broken.mp4").write_bytes(bytes(data))
+    rows = {rel: compress_video(tmp_path / "in", tmp_path / "out", rel, FAST) for rel in ("clean.mp4", "broken.mp4")}
+    assert rows["clean.mp4"].status == "ok", rows["clean.mp4"].error
+    assert rows["broken.mp4"].status == "decoded_with_errors"
+    assert rows["broken.mp4"].error.startswith("input: decoded with errors (")
+    assert not (tmp_path / "out/broken.mp4").exists()
+    manifest = pd.DataFrame([vars(r) for r in rows.values()]).astype(str)
+    assert summarise("set", manifest)["failed"] == 1
 
 
 @pytest.mark.parametrize("frames", [1, 2])

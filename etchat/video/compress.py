@@ -46,7 +46,7 @@ class CompressSettings:
 @dataclass
 class ManifestRow:
     path: str
-    status: str  # ok | failed
+    status: str  # ok | failed | decoded_with_errors (ffmpeg decoded past corrupt packets; treated as failed)
     action: str  # compressed | reused | checked | none
     in_duration: float | None = None
     out_duration: float | None = None
@@ -126,15 +126,21 @@ def validate_output(
     return out, frames, problem
 
 
+# A video ffmpeg decoded past errors (corrupt packets): its output would hide broken or frozen frames.
+DECODE_ERRORS = "input: decoded with errors"
+
+
 def _ffmpeg(src: Path, tmp: Path, s: CompressSettings, container: str, keep_last: bool = False) -> str | None:
     stream = compress_stream(src, tmp, s.fps, s.size, s.crf, s.preset, s.ffmpeg_threads, container, keep_last)
     try:
         result = subprocess.run(stream.compile(), capture_output=True, timeout=s.timeout, check=False)
     except subprocess.TimeoutExpired:
         return f"ffmpeg timed out after {s.timeout:g} s"
+    lines = result.stderr.decode(errors="replace").strip().splitlines()
     if result.returncode != 0:
-        lines = result.stderr.decode(errors="replace").strip().splitlines()
         return f"ffmpeg failed: {lines[-1] if lines else f'exit code {result.returncode}'}"
+    if lines:  # at -loglevel error ffmpeg prints only errors: here, corrupt packets it decoded past
+        return f"{DECODE_ERRORS} ({len(lines)} error lines), first: {lines[0][:200]}"
     return None
 
 
@@ -192,6 +198,8 @@ def compress_video(src_root: Path, dst_root: Path, rel: str, s: CompressSettings
                     problem = f"input: too short to sample at {s.fps:g} fps ({info.duration:.3f} s): {problem}"
             if problem is not None:
                 row.error = problem
+                if problem.startswith(DECODE_ERRORS):
+                    row.status = "decoded_with_errors"
                 raise _Invalid  # leaves the block without renaming; the temporary file is removed
             row.status, row.action = "ok", "compressed"
             row.out_duration, row.out_size = _measures(out)
