@@ -4,7 +4,7 @@
 rule score_etbench:
     input:
         predictions="results/infer/etbench/predictions.json",
-        reference=checked_annotation(INFER_BENCHMARKS["etbench"][0]),
+        reference=lambda wc: checked_annotation(INFER_BENCHMARKS["etbench"][0]),
     output:
         tsv="results/evaluate/etbench/metrics.tsv",
         json="results/evaluate/etbench/metrics.json",

@@ -158,4 +158,11 @@ def test_invalid_annotations_stop_the_dag_or_are_dropped(tmp_path):
     assert snakemake(wd, "--cores", "1").returncode == 0
     dropped = pd.read_csv(wd / "results/annotations/bench.json.dropped.tsv", sep="\t")
     assert dropped["index"].tolist() == [1]
+    # The user fixes the file: the next run picks it up (a new record, nothing dropped).
+    (tmp_path / "data/bench.json").write_text(
+        pd.Series([record, {**record, "idx": 1, "tgt": [2.0, 4.0]}]).to_json(orient="values")
+    )
+    assert snakemake(wd, "--cores", "1").returncode == 0
+    assert [r["idx"] for r in json.loads((wd / "results/annotations/bench.json").read_text())] == [0, 1]
+    assert pd.read_csv(wd / "results/annotations/bench.json.dropped.tsv", sep="\t").empty
     shutil.rmtree(wd / ".snakemake", ignore_errors=True)
