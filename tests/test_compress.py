@@ -187,13 +187,14 @@ def test_every_entry_named_like_a_video_gets_a_manifest_row_with_its_reason(tmp_
     (root / "link.mp4").symlink_to(tmp_path / "outside.mp4")
     (root / "dangling.mp4").symlink_to(root / "gone.mp4")
     (root / "inside.mp4").symlink_to(root / "sub/a.MP4")  # a link that stays inside is followed
+    os.mkfifo(root / "pipe.mp4")  # reading it would block: refused without being opened
     subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=64x64", "-frames:v", "1",
                     "-f", "image2", "-c:v", "png", root / "still.mp4"], check=True)  # fmt: skip
     subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "anullsrc", "-t", "1", root / "sound.mp4"],
                    check=True)  # fmt: skip
     entries = [e.path for e in list_videos(root)]
-    assert entries == ["clip.mp4", "clip.mp4/inner.mp4", "dangling.mp4", "inside.mp4", "link.mp4", "sound.mp4",
-                       "still.mp4", "sub/a.MP4"]  # fmt: skip
+    assert entries == ["clip.mp4", "clip.mp4/inner.mp4", "dangling.mp4", "inside.mp4", "link.mp4", "pipe.mp4",
+                       "sound.mp4", "still.mp4", "sub/a.MP4"]  # fmt: skip
     (tmp_path / "list.txt").write_text("".join(e + "\n" for e in entries))
     run_shard(tmp_path / "list.txt", root, tmp_path / "out", tmp_path / "manifest.tsv", FAST, workers=1)
     rows = {r["path"]: r for r in read_manifest(tmp_path / "manifest.tsv")}
@@ -203,6 +204,7 @@ def test_every_entry_named_like_a_video_gets_a_manifest_row_with_its_reason(tmp_
         "clip.mp4": "input: a folder named like a video, not a video file",
         "dangling.mp4": f"input: dangling symbolic link (its target {root / 'gone.mp4'} does not exist)",
         "link.mp4": f"input: path 'link.mp4' leaves its data root {root.resolve()}; use a path relative to that root",
+        "pipe.mp4": "input: not a regular file (a pipe, socket or device)",
         "sound.mp4": "input: no video stream",
         "still.mp4": "input: not a video: an image (png)",
     }

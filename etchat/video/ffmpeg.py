@@ -41,7 +41,7 @@ def probe(path: str | os.PathLike, timeout: float = 60) -> VideoInfo:
     if path.is_dir():
         raise ProbeError("a folder named like a video, not a video file")
     if not path.is_file():
-        raise ProbeError("file not found")
+        raise ProbeError("not a regular file (a pipe, socket or device)" if path.exists() else "file not found")
     if path.stat().st_size == 0:
         raise ProbeError("empty file (0 bytes)")
     try:
