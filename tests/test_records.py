@@ -9,7 +9,7 @@ import tracemalloc
 import pytest
 
 import etchat.data.records as records_module
-from etchat.data.records import iter_records, read_records
+from etchat.data.records import iter_records, read_lines, read_records
 from etchat.errors import DataError
 from etchat.io import json_list_writer
 
@@ -115,3 +115,16 @@ def test_the_key_check_can_be_left_to_the_writer(tmp_path):
     assert read_records(path, check_keys=False) == json.loads(path.read_text()) == [{"a": 2}]
     with pytest.raises(DataError, match="has the key 'a' more than once"):
         read_records(path)
+
+
+def test_text_lines_give_the_same_errors(tmp_path):
+    """Charades-STA's text lists (validation and inference read them alike): non-blank lines, errors that say where."""
+    path = tmp_path / "charades.txt"
+    path.write_bytes(b"AB12C 1 5##opens a door.\n\nAB12C 7 9##caf\xe9\n")
+    with pytest.raises(DataError, match=r"charades.txt: not UTF-8 text: byte 0xe9 at byte offset 40 \(line 3\)"):
+        read_lines(path)
+    path.write_text("AB12C 1 5##opens a door.\n\n  \nAB12C 7 9##sits.\n")
+    assert read_lines(path) == ["AB12C 1 5##opens a door.", "AB12C 7 9##sits."]
+    path.write_text("\n \n")
+    with pytest.raises(DataError, match="no records"):
+        read_lines(path)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -267,11 +267,21 @@ CHECKERS: dict[str, Callable[[Any, MediaRoots], list[str]]] = {
 }
 
 
+def etbench_sample(record: Mapping[str, Any]) -> tuple:
+    """What names an E.T. Bench sample (annotation or prediction) uniquely: (task, source, idx)."""
+    return record.get("task"), record.get("source"), record.get("idx")
+
+
+def etbench_name(sample: tuple) -> str:
+    """`task/source idx N`: an E.T. Bench sample in messages."""
+    return f"{sample[0]}/{sample[1]} idx {sample[2]}"
+
+
 def sample_key(fmt: str, record: Any) -> tuple | None:
-    """What names an E.T. Bench sample uniquely (task, source, idx): two records with one key are a duplicate (the
-    scorer would count the sample twice); None for formats without such a key."""
+    """The E.T. Bench sample a record of `fmt` is: two records with one key are a duplicate (the scorer would count
+    the sample twice); None for formats without such a key."""
     if fmt in ("etbench_vid", "etbench_txt") and isinstance(record, dict):
-        return record.get("task"), record.get("source"), record.get("idx")
+        return etbench_sample(record)
     return None
 
 
@@ -280,7 +290,7 @@ def record_label(record: Any) -> str:
     predictions, else its id, video or image."""
     if isinstance(record, dict):
         if "idx" in record and "task" in record:
-            return f"{record['task']}/{record.get('source')} idx {record['idx']}"
+            return etbench_name(etbench_sample(record))
         for key in ("id", "video", "image"):
             if isinstance(record.get(key), str | int):
                 return str(record[key])

@@ -46,9 +46,11 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 _DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)
-
-
 _PLAIN_DECODER = json.JSONDecoder()
+
+
+def _not_utf8(path: Path, byte: int, offset: int, line: int) -> DataError:
+    return DataError(f"{path}: not UTF-8 text: byte 0x{byte:02x} at byte offset {offset} (line {line}); save the file as UTF-8")
 
 
 class _Reader:
@@ -82,10 +84,7 @@ class _Reader:
             offset = self.bytes_read - pending + err.start
             bad = (err.object[err.start : err.start + 1] or b"?")[0]
             line = self.lines_before + self.buf.count("\n", self.pos) + err.object[: err.start].count(b"\n") + 1
-            raise DataError(
-                f"{self.path}: not UTF-8 text: byte 0x{bad:02x} at byte offset {offset} (line {line}); "
-                "save the file as UTF-8"
-            ) from None
+            raise _not_utf8(self.path, bad, offset, line) from None
         self.bytes_read += len(data)
         self.buf, self.pos = self.buf[self.pos :] + text, 0
         return True
@@ -225,3 +224,21 @@ def read_records(path: str | os.PathLike, check_keys: bool = True) -> list[Any]:
     finally:
         if paused:
             gc.enable()
+
+
+def read_lines(path: str | os.PathLike) -> list[str]:
+    """The non-blank lines of a text file of records (Charades-STA's `<video> <start> <end>##<query>`), with the
+    same errors for a missing, non-UTF-8 or empty file."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise _not_utf8(path, data[err.start], err.start, data[: err.start].count(b"\n") + 1) from None
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise DataError(f"{path}: no records (the file is empty)")
+    return lines

@@ -13,13 +13,13 @@ import collections
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from etchat.data.formats import CHECKERS, FORMATS, record_label, roots_from, sample_key
-from etchat.data.records import iter_records
+from etchat.data.records import iter_records, read_lines
 from etchat.errors import DataError
 from etchat.io import json_list_writer, write_json_atomic, write_text_atomic, write_tsv_atomic
 
@@ -73,24 +73,6 @@ def _longest_text(value: Any) -> int:
     return max((_longest_text(v) for v in value), default=0)
 
 
-def charades_lines(path: Path) -> Iterator[str]:
-    """The non-blank lines of a Charades-STA annotation file."""
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except UnicodeDecodeError as err:
-        line = err.object[: err.start].count(b"\n") + 1
-        raise DataError(
-            f"{path}: not UTF-8 text: byte 0x{err.object[err.start]:02x} at byte offset {err.start} (line {line}); "
-            "save the file as UTF-8"
-        ) from None
-    lines = [line for line in text.splitlines() if line.strip()]
-    if not lines:
-        raise DataError(f"{path}: no records (the file is empty)")
-    return iter(lines)
-
-
 def validate_file(
     path: str | os.PathLike,
     fmt: str,
@@ -104,7 +86,7 @@ def validate_file(
     if fmt not in FORMATS:
         raise DataError(f"unknown annotation format {fmt!r}; use one of {', '.join(FORMATS)}")
     path = Path(path)
-    records = charades_lines(path) if fmt == "charades_sta" else iter_records(path)
+    records = read_lines(path) if fmt == "charades_sta" else iter_records(path)
     check, roots = CHECKERS[fmt], roots_from(video_root, image_root)
     result = ValidationResult(path, fmt)
     first_of: dict[tuple, int] = {}

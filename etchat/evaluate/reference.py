@@ -12,26 +12,19 @@ reference annotation every sample must appear exactly once with its ground truth
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
+from etchat.data.formats import etbench_name, etbench_sample
 from etchat.errors import DataError
 
 GROUND_TRUTH = ("tgt", "src", "o", "p", "g", "duration", "video")
 LISTED = 10
 
 
-def sample_id(record: Mapping[str, Any]) -> tuple:
-    return record.get("task"), record.get("source"), record.get("idx")
-
-
-def _name(key: tuple) -> str:
-    return f"{key[0]}/{key[1]} idx {key[2]}"
-
-
 def _listing(keys: Sequence[tuple]) -> str:
     more = f", ... and {len(keys) - LISTED} more" if len(keys) > LISTED else ""
-    return ", ".join(_name(k) for k in keys[:LISTED]) + more
+    return ", ".join(etbench_name(k) for k in keys[:LISTED]) + more
 
 
 def check_against_reference(
@@ -39,8 +32,8 @@ def check_against_reference(
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """The predictions completed with the missing reference samples, and the log lines that say what was found.
     Raises DataError for duplicates, extra samples and changed ground truth (`where` names the reference)."""
-    expected = {sample_id(r): r for r in reference}
-    counts = Counter(sample_id(p) for p in predictions)
+    expected = {etbench_sample(r): r for r in reference}
+    counts = Counter(etbench_sample(p) for p in predictions)
     duplicates = sorted((k for k, n in counts.items() if n > 1), key=str)
     if duplicates:
         raise DataError(f"predictions answer {len(duplicates)} samples more than once: {_listing(duplicates)}")
@@ -49,11 +42,12 @@ def check_against_reference(
         raise DataError(f"{len(extra)} predictions are not samples of {where}: {_listing(extra)}; score them against "
                         "the annotation file they were made from")  # fmt: skip
     for prediction in predictions:
-        truth = expected[sample_id(prediction)]
+        sample = etbench_sample(prediction)
+        truth = expected[sample]
         for field in GROUND_TRUTH:
             if prediction.get(field) != truth.get(field):
                 raise DataError(
-                    f"prediction {_name(sample_id(prediction))}: '{field}' is {prediction.get(field)!r} in the "
+                    f"prediction {etbench_name(sample)}: '{field}' is {prediction.get(field)!r} in the "
                     f"predictions but {truth.get(field)!r} in {where}; the predictions were made from another or an "
                     "edited annotation file"
                 )

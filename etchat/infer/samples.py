@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from etchat.data.formats import parse_charades_line
-from etchat.data.records import iter_records, read_records
+from etchat.data.records import iter_records, read_lines, read_records
 from etchat.errors import DataError
 from etchat.etbench import VID_TOKEN as MATCH_TOKEN
 
@@ -138,11 +138,8 @@ def charades_question(query: str) -> str:
 def charades_samples(path: str | os.PathLike, video_root: str | os.PathLike) -> list[InferSample]:
     """`charades_sta_test.txt` lines (`<video> <start> <end>##<query>`); videos are `<root>/<video>.mp4`."""
     path, root = Path(path), Path(video_root)
-    if not path.is_file():
-        raise DataError(f"{path}: Charades-STA list not found; run `etchat validate` on charades_sta_test.txt")
     samples = []
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    for i, line in enumerate(lines):
+    for i, line in enumerate(read_lines(path)):
         try:
             q = parse_charades_line(line)
         except ValueError as err:
