@@ -8,9 +8,10 @@ Synthetic annotation files with the real counts and shapes, their media as empty
   stage3   et_instruct_164k_vid.json: 164,440 records on 101,000 distinct videos, `<vid>` in questions and answers
            with their src/tgt seconds
   etbench  etbench_vid_v1.0.json: 7,289 samples of the 12 tasks
-Measured per file, each in a fresh process on one core (taskset when available): `etchat validate` (seconds, peak
-RSS; targets <= 60 s and <= 2 GiB), and for the training files the dataset start-up of `etchat train` (index,
-filters, media checks, modality grouping; target <= 30 s) with the real Phi-3 tokenizer.
+Measured per file, each in a fresh process on one core (taskset when available): `etchat validate` with the
+workflow's settings (seconds, peak RSS; targets <= 60 s and <= 2 GiB), and for the training files the dataset
+start-up of `etchat train` (index, filters, media checks, modality grouping; target <= 30 s) with the real Phi-3
+tokenizer.
 
 Usage: python bench/bench_datapath.py --work DIR [--files stage1,stage2,stage3,etbench] [--scale 1.0] [--json F]
 (`--scale 0.01` writes 1% of every count: the quick mode the tests run.)
@@ -29,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -44,6 +47,8 @@ COUNTS = {
 }
 STAGE3_VIDEOS = 101_000
 STAGE2_IMAGES = 380_000  # distinct images behind the 624,610 image conversations
+# What the workflow's validation runs with (the oversized-text scan walks every string of every record).
+MAX_TEXT_CHARS = yaml.safe_load((REPO / "config.yaml").read_text())["annotations"]["max_text_chars"]
 ET_TASKS = ("tvg", "epm", "tal", "evs", "vhd", "dvc", "slc", "tem", "rar", "eca", "rvq", "gvq")
 
 
@@ -190,7 +195,7 @@ VALIDATE = (
 import json, sys, time
 from etchat.data.validate import validate_file
 start = time.perf_counter()
-result = validate_file(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4])
+result = validate_file(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], max_text_chars=int(sys.argv[5]))
 seconds = round(time.perf_counter() - start, 1)
 peak = peak_gib()
 print(json.dumps({"records": result.records, "invalid": result.n_invalid, "seconds": seconds,
@@ -263,7 +268,7 @@ def main() -> None:
             del records
         figures: dict[str, Any] = {"file_mb": round(path.stat().st_size / 2**20, 1)}
         figures["validate"] = measured([sys.executable, "-c", VALIDATE, str(path), fmt, str(media / "videos"),
-                                        str(media / "images")])  # fmt: skip
+                                        str(media / "images"), str(MAX_TEXT_CHARS)])  # fmt: skip
         if name.startswith("stage"):
             template = "plain" if name == "stage1" else "phi3"
             matching = "1" if name == "stage3" else "0"
