@@ -19,7 +19,10 @@ def kill_training_job(snakemake_pid: int) -> None:
     for child in psutil.Process(snakemake_pid).children(recursive=True):
         if "torch.distributed.run" in " ".join(child.cmdline()):
             for proc in [*child.children(recursive=True), child]:
-                proc.send_signal(signal.SIGKILL)
+                try:
+                    proc.send_signal(signal.SIGKILL)
+                except psutil.NoSuchProcess:  # a short-lived helper that ended between listing and killing
+                    pass
             return
     raise AssertionError("no training job found")
 
